@@ -1,0 +1,93 @@
+"""The check catalogue of LABS.md: ids, points and visibility, one place for all.
+
+Ids are an interface (reports, gradebooks, regrades): never rename one.
+Weights are ours to choose; each lab sums to 100 (asserted by the tests).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LABS = ("fork", "select", "thread")
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    points: int
+    visibility: str  # "visible" (self-check) or "hidden" (instructor grading only)
+    fails_when: str  # LABS.md's wording, shown in handouts and feedback
+
+
+def _c(id: str, points: int, fails_when: str, visibility: str = "visible") -> Check:
+    return Check(id, points, visibility, fails_when)
+
+
+_COMMON_HEAD = [
+    ("build", "`make` fails or no `server` appears (then every other check scores 0 with one clear message)"),
+    ("echo", "a single client's lines do not come back exactly"),
+    ("eof", "the last partial line is not echoed at end of input, or the connection is not closed after it"),
+    ("concurrency", "clients connected at the same time are not all served while the others stay connected"),
+    ("fd-leak", "the server's descriptor count does not return to its baseline after clients leave"),
+    ("robust-disconnect", "a client reset or vanishing mid-write stops or kills the server for the others"),
+]
+_VS_REFERENCE = ("vs-reference", "on the same workload, the submission is more than 5 times slower than the reference server measured in the same run")
+
+_POINTS = {
+    "fork": {"build": 5, "echo": 10, "eof": 5, "concurrency": 10, "fd-leak": 10, "robust-disconnect": 5,
+             "vs-reference": 5, "process-per-client": 10, "zombies": 15, "child-exit": 10,
+             "listenfd-closed": 10, "accept-eintr": 5},
+    "select": {"build": 5, "echo": 10, "eof": 5, "concurrency": 10, "fd-leak": 5, "robust-disconnect": 5,
+               "vs-reference": 5, "single-thread": 5, "slow-idle": 10, "slow-partial": 10,
+               "slow-reader": 10, "stdin": 5, "scale": 10, "idle-cpu": 5},
+    "thread": {"build": 5, "echo": 10, "eof": 5, "concurrency": 5, "fd-leak": 5, "robust-disconnect": 5,
+               "vs-reference": 5, "thread-per-client": 10, "thread-leak": 10, "connfd-race": 10,
+               "counter": 15, "tsan": 10, "unsafe-calls": 5},
+}
+
+_SPECIFIC = {
+    "fork": [
+        ("process-per-client", "clients connected at once are not each served by their own child process"),
+        ("zombies", "a zombie child is still there 1 s after its client left, after a burst of clients leaving at once, or while other children still run"),
+        ("child-exit", "a child is still alive after its client left"),
+        ("listenfd-closed", "a child holds the listening socket"),
+        ("accept-eintr", "the server stops accepting after children have ended"),
+    ],
+    "select": [
+        ("single-thread", "the server ever has more than one thread or any child process"),
+        ("slow-idle", "a client that sends nothing delays another client's echo"),
+        ("slow-partial", "a client that sent part of a line and stalls delays another client's echo"),
+        ("slow-reader", "a client that never reads delays another client, or grows the server's memory without bound"),
+        ("stdin", "a line typed on standard input is not printed back, or standard input's end stops the server"),
+        ("scale", "500 clients connected at once are not all served"),
+        ("idle-cpu", "the server uses more than 2% of a core while its clients are idle"),
+    ],
+    "thread": [
+        ("thread-per-client", "clients connected at once are not each served by their own thread"),
+        ("thread-leak", "threads or their stacks remain after their clients left"),
+        ("connfd-race", "under a burst of simultaneous connections a client gets another's data or no answer"),
+        ("counter", "the printed totals are not exactly the running sum of every byte received"),
+        ("tsan", "ThreadSanitizer reports a data race under load"),
+        ("unsafe-calls", "the program calls a thread-unsafe library function"),
+    ],
+}
+
+# vs-reference needs the reference server, which never ships to students: instructor-only.
+HIDDEN = {"vs-reference"}
+
+
+def checks(lab: str) -> list[Check]:
+    """The catalogue of one lab, in report order."""
+    if lab not in LABS:
+        raise KeyError(f"unknown lab {lab!r}; labs are {', '.join(LABS)}")
+    rows = _COMMON_HEAD + [_VS_REFERENCE] + _SPECIFIC[lab]
+    return [
+        _c(cid, _POINTS[lab][cid], text, "hidden" if cid in HIDDEN else "visible")
+        for cid, text in rows
+    ]
+
+
+def check(lab: str, check_id: str) -> Check:
+    for c in checks(lab):
+        if c.id == check_id:
+            return c
+    raise KeyError(f"lab {lab} has no check {check_id!r}")
