@@ -1,0 +1,1 @@
+"""Isolation layers under the checks: `local` (this machine) and `docker`."""
