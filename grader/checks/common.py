@@ -1,0 +1,244 @@
+"""Checks every lab shares: build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .. import probes
+from ..clients import Client, close_all, compare, connect_many, echo_many, random_line, random_lines
+from ..harness import Server
+from ..session import GradingSession
+from ..verdict import fail
+
+# The contract promises an echo within 2 s; we wait longer so that a loaded machine never
+# fails a correct server, while a server that never answers fails all the same.
+PATIENCE = 3.0
+Start = Callable[..., Server]
+
+
+def state(s: Server) -> str:
+    """The server's condition, for feedback."""
+    if s.alive():
+        return "the server is still running"
+    tail = s.output.text(600).strip()
+    return f"the server has died ({s.exit_description()})" + (f"; its last output:\n{tail}" if tail else "")
+
+
+def expect_echo(s: Server, c: Client, data: bytes, did: str, *, rule: str, hint: str = "") -> None:
+    """Send `data` on `c` and fail the check unless exactly `data` comes back in time."""
+    got = c.echo(data, PATIENCE)
+    if got != data:
+        why = compare(data, got)
+        fail(did, f"{why}{'; ' + c.error if c.error else ''}; {state(s)}", rule=rule, hint=hint)
+
+
+def served(s: Server, n: int, *, what: str) -> list[Client]:
+    """n clients connected at once, each echoing one line; fails if any is not served."""
+    clients = connect_many(s.port, n)
+    lines = random_lines(n)
+    got = echo_many(clients, lines, PATIENCE)
+    bad = [i for i in range(n) if got[i] != lines[i]]
+    if bad:
+        close_all(clients)
+        i = bad[0]
+        fail(f"connected {n} clients at once ({what}); each sent one line",
+             f"{len(bad)} of {n} got no correct echo within {PATIENCE:.0f} s; client {i + 1}: "
+             f"{compare(lines[i], got[i])}{'; ' + clients[i].error if clients[i].error else ''}; {state(s)}",
+             rule="every client is served while the others stay connected",
+             hint="this check needs a server that serves; make `echo` and `concurrency` pass first")
+    return clients
+
+
+ECHO_RULE = ("every byte a client sends comes back to that client, unchanged and in order; "
+             "each complete line comes back within 2 s")
+
+
+def check_build(grading: GradingSession) -> None:
+    b = grading.build()
+    if not b.ok:
+        fail("copied your lab directory to an empty directory and ran `make` there",
+             f"{b.problem}. Output of make:\n{b.output.strip() or '(none)'}",
+             rule="`make` builds an executable `server` in the lab directory",
+             hint="run `make clean && make` in your lab directory and fix the first error shown")
+
+
+def check_echo(start: Start) -> None:
+    s = start()
+    c = Client(s.port)
+    if not c.connected:
+        fail(f"connected to port {s.port}", f"{c.error}; {state(s)}", rule=ECHO_RULE)
+    with c:
+        block = b"".join(random_lines(5))
+        expect_echo(s, c, block, "sent 5 lines in one segment", rule=ECHO_RULE,
+                    hint="a read can return several lines at once: echo all of them")
+        line = random_line(40)
+        c.send_bytewise(line)
+        got = c.recv_exactly(len(line), PATIENCE)
+        if got != line:
+            fail("sent a 40-byte line one byte per segment", f"{compare(line, got)}; {state(s)}",
+                 rule=ECHO_RULE, hint="a read can return part of a line: keep what came and wait for more")
+        long = random_line(8192)
+        expect_echo(s, c, long, "sent one line of 8 KiB (8192 bytes with its newline)", rule=ECHO_RULE,
+                    hint="lines may be up to 8 KiB long: size your buffers for it (8192 + 2 bytes)")
+
+
+def check_eof(start: Start) -> None:
+    s = start()
+    with Client(s.port) as c:
+        if not c.connected:
+            fail(f"connected to port {s.port}", f"{c.error}; {state(s)}", rule=ECHO_RULE)
+        lines = b"".join(random_lines(2))
+        tail = random_line(30)[:-1]
+        c.send(lines + tail)
+        c.shutdown_write()
+        got, closed = c.read_until_eof(PATIENCE)
+        did = "sent 2 lines and a last line without '\\n', then closed the sending side (shutdown(SHUT_WR))"
+        rule = ("when a client closes its sending side, the server sends back what is still owed "
+                "(including a last line with no '\\n') and then closes that connection")
+        if got != lines + tail:
+            fail(did, f"{compare(lines + tail, got)}; {state(s)}", rule=rule,
+                 hint="at end of input, echo what is left in your buffer even without a newline")
+        if not closed:
+            fail(did, f"the echo came back, but the connection was not closed within {PATIENCE:.0f} s; "
+                 f"{state(s)}", rule=rule,
+                 hint="close the connected socket when read returns 0; in the fork lab the parent must "
+                 "also close its copy right after fork, or the connection stays open")
+
+
+def check_concurrency(start: Start, n: int = 8) -> None:
+    s = start()
+    clients = connect_many(s.port, n)
+    try:
+        down = [i for i, c in enumerate(clients) if not c.connected]
+        if down:
+            fail(f"connected {n} clients", f"{len(down)} could not connect: {clients[down[0]].error}; {state(s)}",
+                 rule="clients connected at the same time are all served")
+        for i in reversed(range(n)):  # the last to connect speaks first
+            expect_echo(s, clients[i], random_line(32),
+                        f"connected {n} clients, then sent a line on client {i + 1} (connected "
+                        f"{'last' if i == n - 1 else f'{i + 1}th'}) while all {n} stayed connected",
+                        rule="clients connected at the same time are all served while the others stay connected",
+                        hint="a server that serves one client until it leaves (or holds a lock for a whole "
+                        "connection) makes every other client wait")
+    finally:
+        close_all(clients)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+
+
+def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -> None:
+    s = start()
+    pid = s.pid
+    base = probes.fd_targets(pid)
+    for _ in range(3):
+        clients = served(s, 10, what="a wave of clients, to see whether their descriptors are released")
+        for k, c in enumerate(clients):
+            if k % 3 == 0:
+                c.reset()          # some leave abruptly
+            elif k % 3 == 1:
+                c.shutdown_write()  # some end their input first
+                c.read_until_eof(PATIENCE)
+                c.close()
+            else:
+                c.close()
+    if not wait_until(lambda: probes.fd_count(pid) <= len(base), PATIENCE):
+        now = probes.fd_targets(pid)
+        extra = {fd: t for fd, t in now.items() if base.get(fd) != t}
+        listing = ", ".join(f"fd {fd} -> {t}" for fd, t in sorted(extra.items())[:12])
+        fail("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side) "
+             f"and waited {PATIENCE:.0f} s",
+             f"the server (pid {pid}) had {len(base)} descriptors before and {len(now)} after: {listing}",
+             rule="the server releases a connection's descriptor when its client is done",
+             hint="close the connected descriptor on every path out of a connection (EOF, errors, resets); "
+             "see them with `ls -l /proc/PID/fd`")
+
+
+def check_robust_disconnect(start: Start) -> None:
+    s = start()
+    rule = ("a client that resets its connection, or vanishes mid-line or while the server is writing to it, "
+            "never stops the server from serving the others (SIGPIPE and ECONNRESET are handled)")
+    hint = ("ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)) or send with MSG_NOSIGNAL, and treat EPIPE/ECONNRESET "
+            "from read or write as the end of that client only, never as a reason to exit")
+    with Client(s.port) as keeper:
+        expect_echo(s, keeper, random_line(24), "connected a first client and sent a line", rule=ECHO_RULE)
+        scenarios: list[tuple[str, Callable[[], None]]] = []
+
+        def mid_line() -> None:
+            with Client(s.port) as c:
+                c.send(random_line(64)[:40])
+                time.sleep(0.05)
+                c.reset()
+
+        def unread_then_close() -> None:
+            c = Client(s.port)
+            c.send(b"".join(random_lines(400, 100, 200)))
+            c.close()  # unread echo: the kernel answers the server's writes with a reset
+
+        def mid_write() -> None:
+            c = Client(s.port)
+            c.sock.settimeout(0.5) if c.sock else None
+            c.send(b"".join(random_lines(4000, 200, 400)), timeout=0.5)
+            time.sleep(0.1)
+            c.reset()
+
+        scenarios = [("a client sent part of a line and reset its connection", mid_line),
+                     ("a client sent 400 lines and closed without reading any echo", unread_then_close),
+                     ("a client sent about 1 MiB without reading, then reset while the server was writing to it",
+                      mid_write)]
+        for what, act in scenarios:
+            act()
+            time.sleep(0.1)
+            expect_echo(s, keeper, random_line(24), f"{what}; then the first client sent a line",
+                        rule=rule, hint=hint)
+            with Client(s.port) as fresh:
+                expect_echo(s, fresh, random_line(24), f"{what}; then a new client connected and sent a line",
+                            rule=rule, hint=hint)
+
+
+def timed_workload(s: Server, clients: int = 16, lines: int = 100) -> float | None:
+    """Seconds to echo `lines` lines on each of `clients` concurrent clients; None if not all came back."""
+    t0 = time.monotonic()
+    cs = connect_many(s.port, clients)
+    payloads = [b"".join(random_lines(lines, 60, 120)) for _ in cs]
+    got = echo_many(cs, payloads, 30.0)
+    close_all(cs)
+    if got != payloads:
+        return None
+    return time.monotonic() - t0
+
+
+def check_vs_reference(grading: GradingSession, start: Start) -> None:
+    ref_build = grading.reference_build()
+    sub_t: list[float] = []
+    ref_t: list[float] = []
+    for _ in range(2):  # alternate, keep the best of each: the machine's noise hits both
+        ref = start(ref_build, what="the reference server")
+        t = timed_workload(ref)
+        if t is None:
+            from ..errors import GradingEnvironmentError
+
+            raise GradingEnvironmentError("the reference server did not complete the workload")
+        ref_t.append(t)
+        ref.stop()
+        sub = start()
+        t = timed_workload(sub)
+        sub.stop()
+        if t is None:
+            fail("ran 16 clients x 100 lines at once on your server (the same workload as the reference)",
+                 f"not every line came back within 30 s; {state(sub)}",
+                 rule="on the same workload, the submission is at most 5 times slower than the reference")
+        sub_t.append(t)
+    ratio = min(sub_t) / max(min(ref_t), 0.05)
+    if ratio > 5:
+        fail("ran 16 clients x 100 lines at once, twice on your server and twice on the reference",
+             f"your server took {min(sub_t):.2f} s, the reference {min(ref_t):.2f} s: {ratio:.1f} times slower",
+             rule="on the same workload, the submission is at most 5 times slower than the reference",
+             hint="look for sleeps, one-byte reads or writes, or a lock held for a whole connection")

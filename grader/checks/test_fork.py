@@ -1,0 +1,195 @@
+"""Lab `fork`: a process-based concurrent echo server."""
+from __future__ import annotations
+
+import time
+
+from .. import probes
+from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines
+from ..session import GradingSession
+from ..verdict import fail
+from . import common, graded
+from .common import PATIENCE, Start, expect_echo, served, state, wait_until
+
+LAB = "fork"
+
+
+@graded(LAB, "build")
+def test_build(grading: GradingSession) -> None:
+    common.check_build(grading)
+
+
+@graded(LAB, "echo")
+def test_echo(server: Start) -> None:
+    common.check_echo(server)
+
+
+@graded(LAB, "eof")
+def test_eof(server: Start) -> None:
+    common.check_eof(server)
+
+
+@graded(LAB, "concurrency")
+def test_concurrency(server: Start) -> None:
+    common.check_concurrency(server)
+
+
+@graded(LAB, "fd-leak")
+def test_fd_leak(server: Start) -> None:
+    common.check_fd_leak(server)
+
+
+@graded(LAB, "robust-disconnect")
+def test_robust_disconnect(server: Start) -> None:
+    common.check_robust_disconnect(server)
+
+
+@graded(LAB, "vs-reference")
+def test_vs_reference(grading: GradingSession, server: Start) -> None:
+    common.check_vs_reference(grading, server)
+
+
+def live_children(pid: int) -> list[probes.Proc]:
+    return [p for p in probes.children(pid) if not p.zombie]
+
+
+def zombies(pid: int) -> list[probes.Proc]:
+    return [p for p in probes.children(pid) if p.zombie]
+
+
+@graded(LAB, "process-per-client")
+def test_process_per_client(server: Start) -> None:
+    s = server()
+    clients = served(s, 6, what="each should be served by its own child")
+    try:
+        kids = live_children(s.pid)
+        # which process holds each client's connection? (match the connected sockets' inodes)
+        owners = {}
+        conn_inodes = _server_side_inodes(s.port, clients)
+        for k in kids:
+            for inode in probes.socket_inodes(k.pid).values():
+                if inode in conn_inodes:
+                    owners.setdefault(conn_inodes[inode], set()).add(k.pid)
+        if len(kids) < 6 or len({frozenset(v) for v in owners.values()}) < 6:
+            fail("connected 6 clients at once and had each echo a line, then looked at the server's children",
+                 f"{len(kids)} live children ({', '.join(k.describe() for k in kids) or 'none'}); "
+                 f"{len(owners)} of the 6 connections are held by a child",
+                 rule="every accepted connection is served by a new child made with fork; the parent only accepts",
+                 hint="fork right after accept; the child serves the client, the parent goes back to accept")
+    finally:
+        close_all(clients)
+
+
+def _server_side_inodes(port: int, clients: list[Client]) -> dict[int, int]:
+    """inode of the server-side socket of each client connection -> client index."""
+    mine = {c.local_port: i for i, c in enumerate(clients)}
+    return {t.inode: mine[t.remote_port] for t in probes.tcp_sockets()
+            if t.local_port == port and t.remote_port in mine and t.inode}
+
+
+ZOMBIE_RULE = ("children that end are reaped within 1 s, also when many end at the same moment and while "
+               "others still run")
+
+
+@graded(LAB, "zombies")
+def test_zombies(server: Start) -> None:
+    s = server()
+    # 1. one client comes and goes
+    with Client(s.port) as c:
+        expect_echo(s, c, random_line(20), "connected one client and sent a line", rule=common.ECHO_RULE)
+    _no_zombies(s.pid, "one client was served and left",
+                "install a SIGCHLD handler that calls waitpid, or set SIGCHLD to SIG_IGN")
+    # 2. a burst: many children end at the same moment (SIGCHLD is not queued)
+    burst = served(s, 40, what="a burst whose children all end at once")
+    for c in burst:
+        c.close()
+    _no_zombies(s.pid, "40 clients were served and left at the same moment",
+                "signals are not queued: several children can end for one SIGCHLD; reap in a loop: "
+                "while (waitpid(-1, NULL, WNOHANG) > 0)")
+    # 3. while others still run: a blocking waitpid in the handler stalls the parent
+    stay = served(s, 3, what="they stay connected while another client leaves")
+    try:
+        with Client(s.port) as c:
+            expect_echo(s, c, random_line(20), "with 3 clients staying connected, a 4th client sent a line",
+                        rule=common.ECHO_RULE)
+        _no_zombies(s.pid, "a client left while 3 others stayed connected",
+                    "reap with WNOHANG so the handler returns when no child has ended")
+        with Client(s.port) as c:
+            expect_echo(s, c, random_line(20),
+                        "with 3 clients still connected and a 4th gone, a 5th client connected and sent a line",
+                        rule=ZOMBIE_RULE + "; a blocking waitpid in the handler stalls the parent",
+                        hint="waitpid without WNOHANG in the SIGCHLD handler waits for the children that are "
+                        "still serving, and the parent stops accepting; use WNOHANG")
+    finally:
+        close_all(stay)
+    _no_zombies(s.pid, "the last clients left", "reap every child that ends")
+
+
+def _no_zombies(pid: int, after: str, hint: str) -> None:
+    if not wait_until(lambda: not zombies(pid), 1.5):
+        z = zombies(pid)
+        fail(f"{after}; waited 1.5 s and listed the server's children (ps -o pid,stat --ppid {pid})",
+             f"{len(z)} zombie children remained: " + ", ".join(p.describe() for p in z[:8]),
+             rule=ZOMBIE_RULE, hint=hint)
+
+
+@graded(LAB, "child-exit")
+def test_child_exit(server: Start) -> None:
+    s = server()
+    before = {p.pid for p in live_children(s.pid)}
+    clients = served(s, 3, what="to see their children end when they leave")
+    kids = [p for p in live_children(s.pid) if p.pid not in before]
+    close_all(clients)
+    if not kids:
+        fail("connected 3 clients, each echoed a line; then looked for the children serving them",
+             "the server had no new child process while they were connected",
+             rule="every accepted connection is served by a new child made with fork")
+
+    def alive() -> list[probes.Proc]:
+        return [q for q in (probes.proc(k.pid) for k in kids) if q is not None and not q.zombie]
+
+    if not wait_until(lambda: not alive(), 1.5):
+        left = alive()
+        fail("connected 3 clients, each echoed a line, then all 3 left; waited 1.5 s",
+             f"{len(left)} of the {len(kids)} children that served them are still alive: "
+             + ", ".join(p.describe() for p in left),
+             rule="a child ends (exit) when its client is done; it never returns into the accept loop",
+             hint="call exit(0) at the end of the child's branch, right after it closes the connection")
+
+
+@graded(LAB, "listenfd-closed")
+def test_listenfd_closed(server: Start) -> None:
+    s = server()
+    listening = probes.listening_inodes(s.port)
+    clients = served(s, 3, what="so that their children can be inspected while they serve")
+    try:
+        holders = []
+        for k in live_children(s.pid):
+            fds = [fd for fd, ino in probes.socket_inodes(k.pid).items() if ino in listening]
+            if fds:
+                holders.append(f"{k.describe()} holds it as fd {fds[0]}")
+        if holders:
+            fail("connected 3 clients, each echoed a line; then read /proc/CHILD/fd of each child",
+                 f"the listening socket (inode {', '.join(map(str, sorted(listening)))}) is held by children: "
+                 + "; ".join(holders),
+                 rule="the child closes its copy of the listening socket before it serves",
+                 hint="in the child's branch, close(listenfd) first thing")
+    finally:
+        close_all(clients)
+
+
+@graded(LAB, "accept-eintr")
+def test_accept_eintr(server: Start) -> None:
+    s = server()
+    for i in range(6):
+        with Client(s.port) as c:
+            expect_echo(s, c, random_line(20),
+                        f"served clients one after another; after {i} of them had left (each ending a child, "
+                        f"so SIGCHLD interrupted accept), client {i + 1} connected and sent a line",
+                        rule="accept interrupted by a signal (EINTR) is simply tried again",
+                        hint="when accept fails with errno == EINTR, loop back to accept instead of exiting")
+        time.sleep(0.1)  # let the child end and SIGCHLD arrive while the parent waits in accept
+    if not s.alive():
+        fail("served 6 clients one after another", state(s),
+             rule="accept interrupted by a signal (EINTR) is simply tried again")
+
+

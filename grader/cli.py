@@ -1,0 +1,77 @@
+"""`labgrade`: a thin command line over grader.run.grade and grader.batch.run_batch."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import GraderError, UsageError
+
+EXIT_GRADED, EXIT_UNGRADABLE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def _ids(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labgrade", description="Grade concurrent echo servers (fork, select, thread).")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("grade", help="grade one lab directory")
+    g.add_argument("lab", choices=["fork", "select", "thread"])
+    g.add_argument("dir", nargs="?", default=".", type=Path)
+    g.add_argument("--json", type=Path, help="write the summary JSON here")
+    g.add_argument("--gradescope", type=Path, help="write Gradescope's results.json here")
+    g.add_argument("--isolation", choices=["local", "docker"], default="local")
+    g.add_argument("--only", help="comma-separated check ids")
+    g.add_argument("--visible-only", action="store_true", help="only the checks students see (make check)")
+    g.add_argument("--reference-root", type=Path, help="directory holding reference/<lab> (default: "
+                   "$LABGRADE_REFERENCE_ROOT or the source checkout)")
+    g.add_argument("--quiet", action="store_true", help="no table, only the files asked for")
+    b = sub.add_parser("batch", help="grade ROOT/<student>/<lab>/ for every student")
+    b.add_argument("root", type=Path)
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--labs", default="fork,select,thread")
+    b.add_argument("--jobs", type=int, default=0, help="parallel gradings (default: the number of cores)")
+    b.add_argument("--isolation", choices=["local", "docker", "auto"], default="auto")
+    b.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    b.add_argument("--reference-root", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "grade":
+            return _grade(args)
+        from .batch import run_batch
+
+        return run_batch(root=args.root, out=args.out, labs=_ids(args.labs) or [], jobs=args.jobs,
+                         isolation=args.isolation, force=args.force, reference_root=args.reference_root)
+    except UsageError as e:
+        print(f"labgrade: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except GraderError as e:
+        print(f"labgrade: could not grade: {e}", file=sys.stderr)
+        return EXIT_UNGRADABLE
+    except KeyboardInterrupt:
+        print("labgrade: interrupted", file=sys.stderr)
+        return 130
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from .report import gradescope, render
+    from .run import grade
+
+    summary = grade(lab=args.lab, submission=args.dir, isolation=args.isolation, only=_ids(args.only),
+                    visible_only=args.visible_only, reference_root=args.reference_root)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.gradescope:
+        args.gradescope.write_text(json.dumps(gradescope(summary), indent=2) + "\n")
+    if not args.quiet:
+        rerun = f"labgrade grade {args.lab} {args.dir}"
+        render(summary, rerun=rerun)
+    errors = sum(c["status"] == "error" for c in summary["checks"])
+    return EXIT_PARTIAL if errors else EXIT_GRADED

@@ -1,0 +1,264 @@
+"""Clients that drive a server: one at a time or hundreds at once, polite or hostile.
+
+Nothing here raises on what a server does (resets, silence, garbage): results are
+returned and judged by the checks, so a hostile server cannot crash the grader.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import selectors
+import socket
+import struct
+import time
+
+HOST = "127.0.0.1"
+
+
+def random_line(length: int) -> bytes:
+    """A random printable line of exactly `length` bytes, '\\n' included (length >= 1)."""
+    body = os.urandom(length).hex()[: length - 1].encode()
+    return body + b"\n"
+
+
+def random_lines(count: int, lo: int = 8, hi: int = 120) -> list[bytes]:
+    """count random lines of lo..hi bytes each, freshly seeded (answers cannot be hard-coded)."""
+    r = random.Random(os.urandom(8))
+    return [random_line(r.randint(lo, hi)) for _ in range(count)]
+
+
+def show(data: bytes, limit: int = 60) -> str:
+    """A short printable rendering of bytes for feedback."""
+    text = repr(data[:limit])
+    return text + (f"... ({len(data)} bytes)" if len(data) > limit else "")
+
+
+def compare(expected: bytes, got: bytes) -> str:
+    """What differs between an expected and a received byte stream, in one sentence."""
+    if got == expected:
+        return "identical"
+    n = next((i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b), min(len(expected), len(got)))
+    if n == len(got) < len(expected):
+        return (f"received {len(got)} of {len(expected)} bytes, all correct so far; the rest never came "
+                f"(next expected: {show(expected[n:n + 40])})")
+    if n == len(expected) < len(got):
+        return f"received {len(got)} bytes for {len(expected)} sent: extra bytes {show(got[n:n + 40])}"
+    return (f"first difference at byte {n}: expected {show(expected[n:n + 40])}, "
+            f"received {show(got[n:n + 40])}")
+
+
+class Client:
+    """One TCP connection to the server."""
+
+    def __init__(self, port: int, *, connect_timeout: float = 3.0) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.error = ""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.settimeout(connect_timeout)
+        try:
+            s.connect((HOST, port))
+        except OSError as e:
+            self.error = f"connect failed: {e.strerror or e}"
+            s.close()
+            return
+        self.sock = s
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None
+
+    @property
+    def local_port(self) -> int:
+        return self.sock.getsockname()[1] if self.sock else 0
+
+    def send(self, data: bytes, timeout: float = 5.0) -> bool:
+        if self.sock is None:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError as e:
+            self.error = f"send failed: {e.strerror or e}"
+            return False
+
+    def send_bytewise(self, data: bytes, gap: float = 0.002) -> bool:
+        """One byte per segment (TCP_NODELAY and a pause between bytes)."""
+        for i in range(len(data)):
+            if not self.send(data[i : i + 1]):
+                return False
+            time.sleep(gap)
+        return True
+
+    def recv_exactly(self, n: int, timeout: float) -> bytes:
+        """Up to n bytes: all of them, or what came before the deadline, EOF or an error."""
+        if self.sock is None:
+            return b""
+        got = bytearray()
+        deadline = time.monotonic() + timeout
+        while len(got) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(min(n - len(got), 1 << 20))
+            except TimeoutError:
+                break
+            except OSError as e:
+                self.error = f"receive failed: {e.strerror or e}"
+                break
+            if not chunk:
+                self.error = "the server closed the connection"
+                break
+            got += chunk
+        return bytes(got)
+
+    def echo(self, data: bytes, timeout: float = 2.0) -> bytes:
+        """Send data, return what came back within timeout (as many bytes as were sent, at most)."""
+        if not self.send(data):
+            return b""
+        return self.recv_exactly(len(data), timeout)
+
+    def read_until_eof(self, timeout: float) -> tuple[bytes, bool]:
+        """Everything until the server closes; (data, True) on EOF, (data, False) on timeout/error."""
+        if self.sock is None:
+            return b"", False
+        got = bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return bytes(got), False
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                return bytes(got), False
+            except OSError as e:
+                self.error = f"receive failed: {e.strerror or e}"
+                return bytes(got), e.errno == errno.ECONNRESET
+            if not chunk:
+                return bytes(got), True
+            got += chunk
+
+    def shutdown_write(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+
+    def reset(self) -> None:
+        """Abort the connection: close with SO_LINGER 0 sends a RST, not a FIN."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect_many(port: int, n: int, timeout: float = 10.0) -> list[Client]:
+    """n connections opened at once (non-blocking connects, then waited for together)."""
+    sel = selectors.DefaultSelector()
+    socks: list[socket.socket | None] = []
+    errors: dict[int, str] = {}
+    for i in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        rc = s.connect_ex((HOST, port))
+        if rc not in (0, errno.EINPROGRESS):
+            errors[i] = os.strerror(rc)
+            s.close()
+            socks.append(None)
+            continue
+        socks.append(s)
+        sel.register(s, selectors.EVENT_WRITE, i)
+    pending = len(sel.get_map())
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+            s = key.fileobj  # type: ignore[assignment]
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                errors[key.data] = os.strerror(err)
+            sel.unregister(s)
+            pending -= 1
+    for key in list(sel.get_map().values()):
+        errors[key.data] = "connect did not complete in time"
+        sel.unregister(key.fileobj)
+    sel.close()
+    clients = []
+    for i, s in enumerate(socks):
+        c = Client.__new__(Client)
+        c.port, c.error = port, errors.get(i, "")
+        if s is not None and i not in errors:
+            s.setblocking(True)
+            c.sock = s
+        else:
+            c.sock = None
+            if s is not None:
+                s.close()
+        clients.append(c)
+    return clients
+
+
+def echo_many(clients: list[Client], payloads: list[bytes], timeout: float) -> list[bytes]:
+    """Send payloads[i] on clients[i], all at once; return what each received before the deadline
+    (at most len(payloads[i]) bytes). Clients that are not connected get b''."""
+    sel = selectors.DefaultSelector()
+    out = [bytearray() for _ in clients]
+    sent = [0] * len(clients)
+    for i, c in enumerate(clients):
+        if c.sock is not None and payloads[i]:
+            c.sock.setblocking(False)
+            sel.register(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, i)
+    deadline = time.monotonic() + timeout
+    while sel.get_map() and time.monotonic() < deadline:
+        for key, ev in sel.select(max(0.0, min(0.2, deadline - time.monotonic()))):
+            i, s = key.data, clients[key.data].sock
+            assert s is not None
+            try:
+                if ev & selectors.EVENT_WRITE and sent[i] < len(payloads[i]):
+                    sent[i] += s.send(payloads[i][sent[i] : sent[i] + 65536])
+                    if sent[i] == len(payloads[i]):
+                        sel.modify(s, selectors.EVENT_READ, i)
+                if ev & selectors.EVENT_READ:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        clients[i].error = "the server closed the connection"
+                        sel.unregister(s)
+                        continue
+                    out[i] += chunk
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                clients[i].error = f"{e.strerror or e}"
+                sel.unregister(s)
+                continue
+            if len(out[i]) >= len(payloads[i]):
+                sel.unregister(s)
+    sel.close()
+    for c in clients:
+        if c.sock is not None:
+            c.sock.setblocking(True)
+    return [bytes(o) for o in out]
+
+
+def close_all(clients: list[Client]) -> None:
+    for c in clients:
+        c.close()

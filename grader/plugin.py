@@ -1,0 +1,113 @@
+"""The pytest plugin that turns pytest tests into graded checks.
+
+A check is a test carrying the registered marker
+`@pytest.mark.check(id=..., points=..., visibility="visible"|"hidden")`;
+catalogue checks get it from `grader.checks.graded(ID)`. The plugin gives checks the
+`grading` session and the `server` fixture, selects (--only, --visible-only), and
+classifies each outcome: passed, failed (CheckFailed: the student's loss, with
+feedback), or error (the environment or the grader failed: not charged). The
+classification travels in pytest-json-report's metadata.
+"""
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import GradingEnvironmentError
+from .harness import Server
+from .session import GradingSession, default_reference_root
+from .verdict import CheckFailed
+
+VERDICT = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("labgrade")
+    g.addoption("--lab", help="lab being graded: fork, select or thread")
+    g.addoption("--submission", help="the lab directory to grade")
+    g.addoption("--reference-root", default=None, help="directory holding reference/<lab>")
+    g.addoption("--only", default="", help="comma-separated check ids to run")
+    g.addoption("--visible-only", action="store_true", help="run only the checks students see")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "check(id, points, visibility): a graded check: stable id, points, "
+        "visibility 'visible' (self-check) or 'hidden' (instructor grading only)")
+
+
+def check_marker(item: pytest.Item) -> dict[str, Any] | None:
+    m = item.get_closest_marker("check")
+    if m is None:
+        return None
+    kw = dict(m.kwargs)
+    if m.args:
+        kw.setdefault("id", m.args[0])
+    return {"id": kw["id"], "points": int(kw["points"]), "visibility": kw.get("visibility", "visible")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    only = {c.strip() for c in (config.getoption("--only") or "").split(",") if c.strip()}
+    visible_only = config.getoption("--visible-only")
+    keep, drop = [], []
+    for item in items:
+        meta = check_marker(item)
+        ok = meta is not None
+        if ok and only and meta["id"] not in only:  # type: ignore[index]
+            ok = False
+        if ok and visible_only and meta["visibility"] != "visible":  # type: ignore[index]
+            ok = False
+        (keep if ok else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def grading(request: pytest.FixtureRequest) -> Iterator[GradingSession]:
+    cfg = request.config
+    lab, sub = cfg.getoption("--lab"), cfg.getoption("--submission")
+    if not lab or not sub:
+        raise GradingEnvironmentError("the checks need --lab and --submission")
+    ref = cfg.getoption("--reference-root")
+    session = GradingSession(lab, Path(sub), Path(ref) if ref else default_reference_root())
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def server(grading: GradingSession) -> Iterator[Callable[..., Server]]:
+    """Start fresh servers (`server()`, `server(tsan=True)`, `server(build)`); all stopped after."""
+    yield grading.start
+    left = grading.stop_servers()
+    if left:
+        raise GradingEnvironmentError(
+            "processes of the server survived SIGKILL: " + ", ".join(p.describe() for p in left))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    verdict = item.stash.setdefault(VERDICT, {"status": "passed", "feedback": ""})
+    if call.excinfo is None or verdict["status"] != "passed":
+        return
+    exc = call.excinfo.value
+    if isinstance(exc, CheckFailed):
+        verdict.update(status="failed", feedback=exc.feedback)
+    elif isinstance(exc, GradingEnvironmentError):
+        verdict.update(status="error", feedback=f"Environment error (not charged): {exc}")
+    else:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))
+        verdict.update(status="error",
+                       feedback=f"Internal grader error (not charged): {type(exc).__name__}: {exc}\n{tb}")
+
+
+def pytest_json_runtest_metadata(item: pytest.Item, call: pytest.CallInfo[None]) -> dict[str, Any]:
+    if call.when != "teardown":
+        return {}
+    return {"check": check_marker(item), "verdict": dict(item.stash.get(VERDICT, {}))}

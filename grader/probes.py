@@ -1,0 +1,172 @@
+"""Read-only probes of /proc: processes, descriptors, threads, memory, CPU, sockets.
+
+Everything here reads the kernel's view directly, so a server cannot lie about it.
+Reading `/proc/PID/fd/*` links of another uid's process needs CAP_SYS_PTRACE
+(ENVIRONMENT.md): that failure is the environment's, raised as such.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GradingEnvironmentError
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    state: str  # one letter: R S D Z T ...
+    comm: str
+    threads: int
+    cpu_seconds: float  # user + system time of this process (not of its children)
+    uid: int
+
+    @property
+    def zombie(self) -> bool:
+        return self.state == "Z"
+
+    def describe(self) -> str:
+        return f"pid {self.pid} ({self.comm}, state {self.state}, parent {self.ppid})"
+
+
+def proc(pid: int) -> Proc | None:
+    """One process, or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+        st = os.stat(f"/proc/{pid}")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may hold spaces and parentheses: it ends at the last ')'.
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    f = raw[raw.rindex(")") + 2 :].split()
+    # fields after comm: state(0) ppid(1) ... utime(11) stime(12) ... num_threads(17)
+    return Proc(pid=pid, ppid=int(f[1]), state=f[0], comm=comm, threads=int(f[17]),
+                cpu_seconds=(int(f[11]) + int(f[12])) / CLK_TCK, uid=st.st_uid)
+
+
+def all_procs() -> list[Proc]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            p = proc(int(name))
+            if p is not None:
+                out.append(p)
+    return out
+
+
+def children(pid: int) -> list[Proc]:
+    """Direct children of pid, zombies included."""
+    return [p for p in all_procs() if p.ppid == pid]
+
+
+def descendants(pid: int, procs: list[Proc] | None = None) -> list[Proc]:
+    procs = all_procs() if procs is None else procs
+    kids: dict[int, list[Proc]] = {}
+    for p in procs:
+        kids.setdefault(p.ppid, []).append(p)
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k.pid)
+    return out
+
+
+def status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict (values stripped); empty when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def kib(pid: int, field: str) -> int:
+    """A `kB` field of /proc/PID/status (VmSize, VmRSS, ...) in KiB, 0 when absent."""
+    v = status(pid).get(field, "0 kB").split()[0]
+    return int(v)
+
+
+def thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except FileNotFoundError:
+        return 0
+
+
+def fd_count(pid: int) -> int:
+    """Number of open descriptors (listing the directory needs no capability)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        return 0
+
+
+def fd_targets(pid: int) -> dict[int, str]:
+    """fd -> link target (`socket:[123]`, `/dev/pts/3`, ...)."""
+    out = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return {}
+    for name in names:
+        try:
+            out[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except FileNotFoundError:
+            continue
+        except PermissionError as e:
+            raise GradingEnvironmentError(
+                f"cannot read /proc/{pid}/fd links ({e}); the grader needs CAP_SYS_PTRACE "
+                "to inspect another user's descriptors (docker run --cap-add SYS_PTRACE)"
+            ) from e
+    return out
+
+
+def socket_inodes(pid: int) -> dict[int, int]:
+    """fd -> socket inode, sockets only."""
+    out = {}
+    for fd, target in fd_targets(pid).items():
+        if target.startswith("socket:["):
+            out[fd] = int(target[8:-1])
+    return out
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    local_port: int
+    remote_port: int
+    state: str
+    inode: int
+
+
+def tcp_sockets() -> list[TcpSocket]:
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            f = line.split()
+            out.append(TcpSocket(int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16),
+                                 f[3], int(f[9])))
+    return out
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of sockets in LISTEN state on a local port (IPv4 or IPv6)."""
+    return {s.inode for s in tcp_sockets() if s.local_port == port and s.state == LISTEN}
+
+
+def port_in_use(port: int) -> bool:
+    return any(s.local_port == port for s in tcp_sockets())

@@ -1,0 +1,93 @@
+"""One grading of one submission: its sandbox, its builds (made once, shared by the checks)
+and the servers the checks start."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import probes
+from .errors import GradingEnvironmentError
+from .harness import TSAN_FLAGS, BuildResult, Server, build
+from .sandbox import Sandbox
+from .verdict import NotGraded, fail
+
+
+def default_reference_root() -> Path | None:
+    """Where the reference servers are: $LABGRADE_REFERENCE_ROOT, else the source checkout."""
+    env = os.environ.get("LABGRADE_REFERENCE_ROOT")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent / "reference"
+    return here if here.is_dir() else None
+
+
+class GradingSession:
+    def __init__(self, lab: str, submission: Path, reference_root: Path | None = None) -> None:
+        self.lab = lab
+        self.submission = submission
+        self.reference_root = reference_root
+        self.sandbox = Sandbox()
+        self._builds: dict[str, BuildResult] = {}
+        self.servers: list[Server] = []
+
+    # -- builds --------------------------------------------------------------------
+    def _build(self, key: str, source: Path, make_vars: dict[str, str] | None = None) -> BuildResult:
+        if key not in self._builds:
+            self._builds[key] = build(source, self.sandbox, key, make_vars=make_vars)
+        return self._builds[key]
+
+    def build(self) -> BuildResult:
+        """The submission as its Makefile builds it."""
+        return self._build("submission", self.submission)
+
+    def built(self) -> BuildResult:
+        """The build, or the end of this check when it failed (one message, no cascade)."""
+        b = self.build()
+        if not b.ok:
+            raise NotGraded("Not graded: the build failed, so no server could run (see the `build` check).")
+        return b
+
+    def tsan_build(self) -> BuildResult:
+        self.built()
+        return self._build("submission-tsan", self.submission, TSAN_FLAGS)
+
+    def reference_build(self) -> BuildResult:
+        root = self.reference_root
+        src = root / self.lab if root else None
+        if src is None or not (src / "Makefile").is_file():
+            raise GradingEnvironmentError(
+                "the reference server is not available to this grader (set LABGRADE_REFERENCE_ROOT "
+                "or --reference-root); vs-reference runs only where the instructor grades")
+        b = self._build("reference", src)
+        if not b.ok:
+            raise GradingEnvironmentError(f"the reference server did not build: {b.problem}\n{b.output}")
+        return b
+
+    # -- servers -------------------------------------------------------------------
+    def start(self, b: BuildResult | None = None, *, tsan: bool = False,
+              env: dict[str, str] | None = None, what: str = "the server") -> Server:
+        """A fresh server, ready (listening) or the end of the check with the reason."""
+        b = b or self.built()
+        port = self.sandbox.allocate_port()
+        s = Server(b, self.sandbox, port, tsan=tsan, env_extra=env or {})
+        self.servers.append(s)
+        s.start()
+        if not s.wait_ready():
+            state = s.exit_description()
+            out = s.output.text(2000).strip() or "(nothing)"
+            fail(f"started `./server {port}` and waited for a socket listening on port {port}",
+                 f"no listening socket appeared ({what} is {state}); its output was:\n{out}",
+                 rule="the server listens on TCP port PORT on every local address within 3 s of start",
+                 hint="check the port argument, bind/listen errors, and that main does not exit")
+        return s
+
+    def stop_servers(self) -> list[probes.Proc]:
+        """Stop every server of the current check; returns processes that survived (should be none)."""
+        for s in self.servers:
+            s.stop()
+        self.servers.clear()
+        return self.sandbox.kill_all()
+
+    def close(self) -> None:
+        self.stop_servers()
+        self.sandbox.close()
