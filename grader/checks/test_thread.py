@@ -1,0 +1,287 @@
+"""Lab `thread`: a thread-based concurrent echo server with shared state."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from .. import probes
+from ..clients import close_all, connect_many, echo_many, random_lines
+from ..errors import GradingEnvironmentError
+from ..harness import TSAN_FLAGS, Server
+from ..session import GradingSession
+from ..verdict import fail
+from . import common, graded
+from .common import PATIENCE, Start, served, state, wait_until
+
+LAB = "thread"
+MiB = 1 << 20
+LOG = re.compile(r"server received (\d+) \((\d+) total\) bytes on fd (\d+)\s*$")
+UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyaddr": "getnameinfo",
+          "strtok": "strtok_r", "ctime": "ctime_r", "asctime": "asctime_r", "localtime": "localtime_r",
+          "gmtime": "gmtime_r", "rand": "rand_r or a per-thread generator"}
+
+
+@graded(LAB, "build")
+def test_build(grading: GradingSession) -> None:
+    common.check_build(grading)
+
+
+@graded(LAB, "echo")
+def test_echo(server: Start) -> None:
+    common.check_echo(server)
+
+
+@graded(LAB, "eof")
+def test_eof(server: Start) -> None:
+    common.check_eof(server)
+
+
+@graded(LAB, "concurrency")
+def test_concurrency(server: Start) -> None:
+    common.check_concurrency(server)
+
+
+@graded(LAB, "fd-leak")
+def test_fd_leak(server: Start) -> None:
+    common.check_fd_leak(server)
+
+
+@graded(LAB, "robust-disconnect")
+def test_robust_disconnect(server: Start) -> None:
+    common.check_robust_disconnect(server)
+
+
+@graded(LAB, "vs-reference")
+def test_vs_reference(grading: GradingSession, server: Start) -> None:
+    common.check_vs_reference(grading, server)
+
+
+@graded(LAB, "thread-per-client")
+def test_thread_per_client(server: Start) -> None:
+    s = server()
+    clients = served(s, 8, what="to count the server's threads while they are connected")
+    try:
+        threads, kids = probes.thread_count(s.pid), probes.children(s.pid)
+        if threads < 9 or kids:
+            fail("connected 8 clients at once, each echoed a line; then read /proc/PID/task",
+                 f"the server had {threads} threads and {len(kids)} child processes",
+                 rule="every connection is served by its own thread (or a pool of at least 32 workers); no fork",
+                 hint="after accept, pthread_create a thread for the connection and go back to accept")
+    finally:
+        close_all(clients)
+
+
+@graded(LAB, "thread-leak")
+def test_thread_leak(server: Start) -> None:
+    s = server()
+
+    def wave() -> None:
+        clients = served(s, 40, what="a wave of clients, to see whether their threads are released")
+        close_all(clients)
+
+    def settled() -> tuple[int, int]:
+        last = (-1, -1)
+        for _ in range(50):  # until the counts stop moving
+            now = (probes.thread_count(s.pid), probes.kib(s.pid, "VmSize"))
+            if now == last:
+                break
+            last = now
+            time.sleep(0.06)
+        return last
+
+    wave()  # warm up: the C library keeps a cache of stacks and arenas; measure after it is filled
+    base_threads, base_vm = settled()
+    for _ in range(3):
+        wave()
+    wait_until(lambda: probes.thread_count(s.pid) <= base_threads, PATIENCE)
+    threads, vm = settled()
+    grown = (vm - base_vm) * 1024
+    if threads > base_threads or grown > 96 * MiB:
+        fail("served a warm-up wave of 40 clients, then 3 more waves of 40 (all connected at once, then all "
+             "left); compared threads and VmSize after the warm-up and after the waves",
+             f"threads went from {base_threads} to {threads}; virtual memory from {base_vm // 1024} MiB to "
+             f"{vm // 1024} MiB ({grown / MiB:+.0f} MiB)",
+             rule="threads are detached (or joined) and release their descriptor when their client is done; "
+                  "after clients leave, the thread count and the virtual memory return to where they were",
+             hint="call pthread_detach(pthread_self()) at the start of the thread routine: a joinable thread "
+                  "that nobody joins keeps its 8 MiB stack forever (watch `grep VmSize /proc/PID/status`)")
+
+
+@graded(LAB, "connfd-race")
+def test_connfd_race(server: Start) -> None:
+    s = server()
+    for burst in range(3):
+        clients = connect_many(s.port, 60)
+        try:
+            lines = random_lines(60, 20, 60)
+            got = echo_many(clients, lines, PATIENCE)
+        finally:
+            close_all(clients)
+        wrong = [i for i in range(60) if got[i] and got[i] != lines[i]]
+        silent = [i for i in range(60) if not got[i]]
+        if wrong or silent:
+            others = {ln: j for j, ln in enumerate(lines)}
+            detail = []
+            for i in wrong[:3]:
+                j = others.get(got[i])
+                detail.append(f"client {i + 1} received " + (f"client {j + 1}'s line" if j is not None
+                                                             else f"{got[i][:40]!r}"))
+            fail(f"burst {burst + 1} of 3: 60 clients connected at the same moment, each sent its own line",
+                 f"{len(wrong)} got wrong data and {len(silent)} got no answer within {PATIENCE:.0f} s"
+                 + (": " + "; ".join(detail) if detail else "") + f"; {state(s)}",
+                 rule="the connected descriptor reaches its thread without a race (not through a variable "
+                      "that the next accept overwrites)",
+                 hint="pass each thread its own copy of connfd (a malloc'd int the thread frees), never &connfd")
+
+
+@graded(LAB, "counter")
+def test_counter(server: Start) -> None:
+    s = server()
+    clients = connect_many(s.port, 16)
+    try:
+        payloads = [random_lines(30, 1, 200) for _ in clients]
+        data = [b"".join(p) for p in payloads]
+        got = echo_many(clients, data, 10.0)
+    finally:
+        close_all(clients)
+    if got != data:
+        bad = sum(g != d for g, d in zip(got, data, strict=True))
+        fail("16 clients at once each sent 30 lines", f"{bad} of them did not get their echo back; {state(s)}",
+             rule="every byte a client sends comes back", hint="make `echo` and `concurrency` pass first")
+    lengths = [len(line) for p in payloads for line in p]
+    total = sum(lengths)
+    did = (f"16 clients at once each sent 30 lines of 1-200 bytes ({len(lengths)} lines, {total} bytes in all); "
+           "then read every `server received N (T total) bytes on fd F` line the server printed")
+    rule = ("after it echoes a line the server prints exactly `server received N (T total) bytes on fd F`, "
+            "N the line's length, T the shared count just after adding N, kept under a lock")
+
+    def records() -> list[tuple[int, int, int]]:
+        return [(int(m[1]), int(m[2]), int(m[3])) for m in map(LOG.search, s.output.lines()) if m]
+
+    wait_until(lambda: len(records()) >= len(lengths), 3.0)
+    recs = records()
+    if not recs:
+        near = [ln for ln in s.output.lines() if "received" in ln][:3]
+        fail(did, "no line matching `server received N (T total) bytes on fd F` was printed"
+             + (f"; lines that come close: {near}" if near else ""), rule=rule,
+             hint="print exactly that text after echoing each line, one line per echo, and fflush(stdout)")
+    problems = []
+    if len(recs) != len(lengths):
+        problems.append(f"{len(recs)} log lines for {len(lengths)} lines sent")
+    if Counter(r[0] for r in recs) != Counter(lengths):
+        problems.append("the N values are not the lengths of the lines sent (N counts the '\\n')")
+    ordered = sorted(recs, key=lambda r: r[1])
+    prev = 0
+    for n, t, fd in ordered:
+        if t != prev + n:
+            dup = sum(1 for r in recs if r[1] == t)
+            problems.append(f"after total {prev}, the next total printed is {t} for N={n} on fd {fd} (expected "
+                            f"{prev + n})" + (f"; total {t} was printed {dup} times" if dup > 1 else ""))
+            break
+        prev = t
+    if ordered and ordered[-1][1] != total:
+        problems.append(f"the last total is {ordered[-1][1]}, but the clients sent {total} bytes")
+    if problems:
+        fail(did, "; ".join(problems), rule=rule,
+             hint="protect the shared count with one global mutex: lock, add N, copy the total into a local, "
+                  "unlock, then print the local (a lock per thread protects nothing)")
+
+
+@graded(LAB, "tsan")
+def test_tsan(grading: GradingSession, server: Start) -> None:
+    b = grading.tsan_build()
+    if not b.ok:
+        _tsan_toolchain_works(grading)
+        fail(f"rebuilt your lab with `make {' '.join(f'{k}={v!r}' for k, v in TSAN_FLAGS.items())}`",
+             f"{b.problem}:\n{b.output.strip()}", rule="the Makefile uses $(CC), $(CFLAGS), $(LDFLAGS), $(LDLIBS)",
+             hint="build with `$(CC) $(CFLAGS) $(LDFLAGS) -o server ... $(LDLIBS)`")
+    if not _links_tsan(b.binary):
+        fail(f"rebuilt your lab with `make {' '.join(f'{k}={v!r}' for k, v in TSAN_FLAGS.items())}`",
+             "the resulting server is not instrumented by ThreadSanitizer: your Makefile ignored CFLAGS or LDFLAGS",
+             rule="the Makefile uses $(CC), $(CFLAGS), $(LDFLAGS), $(LDLIBS) so the grader can rebuild it",
+             hint="build with `$(CC) $(CFLAGS) $(LDFLAGS) -o server ... $(LDLIBS)`")
+    logs = b.directory / "tsan-report"
+    env = {"TSAN_OPTIONS": f"log_path={logs} halt_on_error=0 report_signal_unsafe=0 history_size=4"}
+    try:
+        s = server(b, tsan=True, env=env, what="the ThreadSanitizer build")
+    except Exception:
+        _tsan_runtime_failed(b.directory, None)
+        raise
+    _tsan_runtime_failed(b.directory, s)
+    clients = served(s, 8, what="under ThreadSanitizer")
+    close_all(clients)
+    for _ in range(2):
+        cs = connect_many(s.port, 12)
+        echo_many(cs, [b"".join(random_lines(20, 1, 120)) for _ in cs], 10.0)
+        close_all(cs)
+    time.sleep(0.3)
+    races = _reports(b.directory)
+    if races:
+        first = races[0]
+        fail("rebuilt your server with -fsanitize=thread and ran 8 clients, then 2 bursts of 12 clients x 20 lines",
+             f"ThreadSanitizer reported {len(races)} data race(s); the first:\n{first}",
+             rule="built with -fsanitize=thread and put under load, the server produces no ThreadSanitizer report",
+             hint="every access to shared data (the byte counter, shared buffers) must hold the same lock; "
+                  "reproduce with `make clean && make CFLAGS='-g -O1 -fsanitize=thread' LDFLAGS=-fsanitize=thread`")
+
+
+def _links_tsan(binary: Path) -> bool:
+    try:
+        out = subprocess.run(["readelf", "-d", "-s", "--wide", str(binary)], capture_output=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise GradingEnvironmentError(f"cannot run readelf: {e}") from e
+    return b"libtsan" in out or b"__tsan_init" in out
+
+
+def _tsan_toolchain_works(grading: GradingSession) -> None:
+    d = grading.sandbox.workdir("tsan-probe")
+    (d / "t.c").write_text("int main(void) { return 0; }\n")
+    r = subprocess.run(["gcc", "-fsanitize=thread", "-o", str(d / "t"), str(d / "t.c")], capture_output=True)
+    if r.returncode != 0:
+        raise GradingEnvironmentError("this machine cannot build with -fsanitize=thread: "
+                                      + r.stderr.decode(errors="replace")[-500:])
+
+
+def _tsan_runtime_failed(directory: Path, s: Server | None) -> None:
+    """A TSan runtime that cannot start is the machine's problem, never the student's race."""
+    text = (s.output.text(4000) if s else "") + "".join(
+        p.read_text(errors="replace") for p in directory.glob("tsan-report*"))
+    if "FATAL: ThreadSanitizer" in text or "unexpected memory mapping" in text:
+        raise GradingEnvironmentError("the ThreadSanitizer runtime cannot start on this machine "
+                                      f"(address-space layout): {text.strip()[:300]}")
+
+
+def _reports(directory: Path) -> list[str]:
+    out = []
+    for p in sorted(directory.glob("tsan-report*")):
+        text = p.read_text(errors="replace")
+        for block in text.split("==================")[1:]:
+            if "WARNING: ThreadSanitizer: data race" in block:
+                lines = [ln for ln in block.strip().splitlines() if ln.strip()][:14]
+                out.append("\n".join(lines))
+    return out
+
+
+@graded(LAB, "unsafe-calls")
+def test_unsafe_calls(grading: GradingSession, server: Start) -> None:
+    s = server()
+    close_all(served(s, 2, what="a check of absence scores only for a server that serves"))
+    binary = grading.built().binary
+    try:
+        r = subprocess.run(["nm", "-D", "--undefined-only", str(binary)], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise GradingEnvironmentError(f"cannot run nm: {e}") from e
+    names = {ln.split()[-1].split("@")[0] for ln in r.stdout.decode(errors="replace").splitlines() if ln.strip()}
+    if r.returncode != 0 or not names:
+        fail("read the dynamic symbols your server imports (nm -D --undefined-only server)",
+             "the binary has no dynamic symbol table (statically linked?), so its calls cannot be verified",
+             rule="no thread-unsafe library calls", hint="link dynamically (the default): do not use -static")
+    bad = sorted(n for n in names if n in UNSAFE)
+    if bad:
+        fail("read the dynamic symbols your server imports (nm -D --undefined-only server)",
+             "it calls " + ", ".join(f"{n} (use {UNSAFE[n]})" for n in bad),
+             rule="no thread-unsafe library calls: they return pointers to static buffers that threads share",
+             hint="use the reentrant forms: " + ", ".join(f"{n} -> {UNSAFE[n]}" for n in bad))
