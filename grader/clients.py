@@ -40,6 +40,8 @@ def compare(expected: bytes, got: bytes) -> str:
     if got == expected:
         return "identical"
     n = next((i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b), min(len(expected), len(got)))
+    if not got:
+        return f"nothing came back (expected {len(expected)} bytes: {show(expected, 40)})"
     if n == len(got) < len(expected):
         return (f"received {len(got)} of {len(expected)} bytes, all correct so far; the rest never came "
                 f"(next expected: {show(expected[n:n + 40])})")
