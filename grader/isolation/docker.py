@@ -1,0 +1,437 @@
+"""The `docker` isolation: one fresh container per submission, the `local` layer inside it.
+
+    summary = grade_in_container(lab="fork", submission=Path("alice/fork"))
+
+Each call creates a container from the grader image with no network (loopback only),
+cgroup limits on processes, memory (no swap) and CPU, a read-only root, a size-limited
+tmpfs with exec for /tmp (where the grader copies and builds the submission), every
+capability dropped but the few the grader needs as root to run student code as an
+unprivileged uid, and `no-new-privileges`. The submission goes in through the engine's
+API (`put_archive` of a tar built in memory; no bind mount of a host path, so this
+works as well when the grader itself runs in a container that holds the Docker
+socket); the summary comes out the same way (`get_archive`) and is schema-checked
+before anyone trusts it. Container and volume are removed whatever happens.
+
+Why /grading is a per-container volume and not a tmpfs: Docker 20.10 (Debian
+bookworm's engine) refuses `put_archive` into a read-only container unless the path is
+a volume, copies into a tmpfs land beside it (in the image's directory underneath),
+and a tmpfs disappears with the container before `get_archive` could read the result.
+A volume outlives the container's exit. Only root writes there (the submission, 0755
+root-owned, at most 50 MiB, and the summary in out/, 0700): student code runs as an
+unprivileged uid, in a copy under /tmp, and can neither read nor forge the summary.
+
+Works with Docker's Python SDK 5.0 (Debian bookworm's python3-docker) and 7.x.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import stat
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import IsolationError, UsageError
+
+DEFAULT_IMAGE = os.environ.get("LABGRADE_IMAGE", "labgrade-grader:latest")
+
+LABEL_SESSION = "labgrade.session"
+LABEL_ROLE = "labgrade.role"
+ROLE_GRADING = "grading"
+
+GRADING_DIR = "/grading"
+SUBMISSION_DIR = f"{GRADING_DIR}/submission"
+OUT_DIR = f"{GRADING_DIR}/out"
+SUMMARY_PATH = f"{OUT_DIR}/summary.json"
+
+MiB = 1 << 20
+MAX_SUBMISSION_BYTES = 50 * MiB
+MAX_SUBMISSION_FILES = 2000
+MAX_SUMMARY_BYTES = 4 * MiB
+SKIP_NAMES = {".git", "__pycache__"}
+
+# Limits of one grading container. TSan's shadow memory needs a few hundred MB;
+# the 500-client load driver needs descriptors (the grader lifts its soft limit
+# up to the hard limit the container inherits from the engine).
+PIDS_LIMIT = 512
+MEMORY = 2 * 1024 * MiB
+NANO_CPUS = 2_000_000_000
+TMPFS_TMP = "rw,exec,nosuid,nodev,size=1g,mode=1777"
+
+# What the grader, as root inside the container, needs, and nothing more:
+#   CHOWN         hand its copy of the submission to the student uid
+#   DAC_OVERRIDE  read and remove what student code left behind, whatever its modes
+#   FOWNER        chmod files it does not own while cleaning up
+#   SETUID/SETGID drop student code (build, server) to an unprivileged uid
+#   KILL          signal and remove the student's processes
+#   SYS_PTRACE    read /proc/PID/fd of processes of another uid (descriptor checks)
+# Everything else (NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, ...) is dropped.
+CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL", "SYS_PTRACE"]
+
+
+# ---------------------------------------------------------------------------------
+# The docker SDK and its errors
+def _docker() -> Any:
+    try:
+        import docker
+    except ImportError as e:  # pragma: no cover - the package is a dependency
+        raise IsolationError("the Python package `docker` is missing (pip install docker)") from e
+    return docker
+
+
+def _library_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of docker and requests that we convert into IsolationError."""
+    docker = _docker()
+    import requests
+
+    return (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError)
+
+
+def client(timeout: float = 60) -> Any:
+    """A client of the engine named by DOCKER_HOST (default: the local socket)."""
+    docker = _docker()
+    try:
+        return docker.from_env(timeout=int(timeout))
+    except _library_errors() as e:
+        raise IsolationError(f"cannot reach the Docker engine: {e}") from e
+
+
+def engine_available() -> bool:
+    """True when a Docker engine answers a ping within a few seconds."""
+    try:
+        c = client(timeout=5)
+        try:
+            return bool(c.ping())
+        finally:
+            c.close()
+    except Exception:
+        return False
+
+
+def image_present(image: str = DEFAULT_IMAGE) -> bool:
+    """True when the engine has `image` locally (no pull is attempted); False on any error."""
+    try:
+        c = client(timeout=10)
+    except Exception:
+        return False
+    try:
+        c.images.get(image)
+        return True
+    except Exception:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            c.close()
+
+
+# ---------------------------------------------------------------------------------
+# Container options: one place, used by grade_in_container and by the tests
+def container_options(*, session: str, role: str = ROLE_GRADING, volume: str | None = None,
+                      command: list[str] | None = None,
+                      environment: dict[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for `client.containers.create(image, **options)`."""
+    docker = _docker()
+    opts: dict[str, Any] = {
+        "command": command,
+        "detach": True,
+        "user": "0:0",
+        "working_dir": "/tmp",
+        "hostname": "labgrade",
+        "network_mode": "none",
+        "pids_limit": PIDS_LIMIT,
+        "mem_limit": MEMORY,
+        "memswap_limit": MEMORY,  # = mem_limit: no swap on top
+        "nano_cpus": NANO_CPUS,
+        "read_only": True,
+        "tmpfs": {"/tmp": TMPFS_TMP},
+        "cap_drop": ["ALL"],
+        "cap_add": list(CAPABILITIES),
+        "security_opt": ["no-new-privileges"],
+        # nofile is left at the engine's default (its own hard limit: 1048576 under systemd):
+        # raising it above that needs CAP_SYS_RESOURCE, which the container does not hold.
+        "ulimits": [docker.types.Ulimit(name="core", soft=0, hard=0)],
+        "labels": {LABEL_SESSION: session, LABEL_ROLE: role},
+        "environment": {"HOME": "/tmp", "TMPDIR": "/tmp", **(environment or {})},
+        "log_config": docker.types.LogConfig(type="json-file", config={"max-size": "2m", "max-file": "1"}),
+        "stdin_open": False,
+        "tty": False,
+    }
+    if volume:
+        opts["mounts"] = [docker.types.Mount(target=GRADING_DIR, source=volume, type="volume")]
+    return opts
+
+
+def new_session() -> str:
+    return uuid.uuid4().hex
+
+
+def create_volume(c: Any, session: str, role: str = ROLE_GRADING) -> Any:
+    """The per-container volume mounted at /grading (see the module's docstring)."""
+    return c.volumes.create(name=f"labgrade-{session}", driver="local",
+                            labels={LABEL_SESSION: session, LABEL_ROLE: role})
+
+
+# ---------------------------------------------------------------------------------
+# Archives in and out
+def _tar_info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = "root"
+    ti.mtime = int(st.st_mtime)
+    return ti
+
+
+def _walk(submission: Path) -> Iterator[tuple[str, Path]]:
+    """(archive-relative name, path) of every entry, parents first; symlinks not followed."""
+    for dirpath, dirnames, filenames in os.walk(submission, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_NAMES)
+        rel = os.path.relpath(dirpath, submission)
+        for n in dirnames + sorted(filenames):
+            yield os.path.normpath(os.path.join(rel, n)), Path(dirpath, n)
+
+
+def submission_tar(submission: Path, *, arcname: str = "submission",
+                   max_bytes: int = MAX_SUBMISSION_BYTES, max_files: int = MAX_SUBMISSION_FILES) -> bytes:
+    """An in-memory tar of `submission` under `arcname/`: root-owned, modes at most 0755,
+    symlinks stored as links (never followed), special files left out.
+
+    Raises UsageError when the tree holds more than `max_bytes` or `max_files`."""
+    buf = io.BytesIO()
+    total = files = 0
+    too_large = UsageError(
+        f"{submission}: more than {max_files} files or {max_bytes // MiB} MiB; "
+        "a lab directory needs a few sources, a header and a Makefile")
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        top = _tar_info(arcname, submission.stat(), tarfile.DIRTYPE)
+        top.mode = 0o755
+        tar.addfile(top)
+        for rel, path in _walk(submission):
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            name = f"{arcname}/{rel}"
+            if stat.S_ISDIR(st.st_mode):
+                ti = _tar_info(name, st, tarfile.DIRTYPE)
+                ti.mode = 0o755
+                tar.addfile(ti)
+            elif stat.S_ISLNK(st.st_mode):
+                ti = _tar_info(name, st, tarfile.SYMTYPE)
+                ti.linkname = os.readlink(path)
+                ti.mode = 0o777
+                tar.addfile(ti)
+            elif stat.S_ISREG(st.st_mode):
+                files += 1
+                total += st.st_size
+                if files > max_files or total > max_bytes:
+                    raise too_large
+                ti = _tar_info(name, st, tarfile.REGTYPE)
+                ti.mode = st.st_mode & 0o755
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                except OSError:
+                    continue  # vanished or replaced by a link since lstat
+                with os.fdopen(fd, "rb") as f:
+                    data = f.read(max_bytes + 1)
+                ti.size = len(data)
+                tar.addfile(ti, io.BytesIO(data))
+            # fifos, sockets, devices: nothing to grade there
+    return buf.getvalue()
+
+
+def _out_dir_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        ti = tarfile.TarInfo("out")
+        ti.type = tarfile.DIRTYPE
+        ti.mode = 0o700
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = "root"
+        ti.mtime = int(time.time())
+        tar.addfile(ti)
+    return buf.getvalue()
+
+
+def read_file_from(container: Any, path: str, max_bytes: int = MAX_SUMMARY_BYTES) -> bytes:
+    """One regular file out of a container (running or exited), at most `max_bytes`."""
+    stream, st = container.get_archive(path)
+    if st.get("size", 0) > max_bytes:
+        raise IsolationError(f"{path} in the container is {st['size']} bytes; refusing more than {max_bytes}")
+    raw = bytearray()
+    for chunk in stream:
+        raw += chunk
+        if len(raw) > max_bytes + 64 * 1024:
+            raise IsolationError(f"{path} in the container is larger than {max_bytes} bytes")
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        member = tar.next()
+        if member is None or not member.isfile():
+            raise IsolationError(f"{path} in the container is not a regular file")
+        f = tar.extractfile(member)
+        assert f is not None
+        return f.read(max_bytes + 1)
+
+
+# ---------------------------------------------------------------------------------
+def grading_command(*, lab: str, only: list[str] | None = None, visible_only: bool = False,
+                    extra_args: list[str] | None = None) -> list[str]:
+    cmd = ["labgrade", "grade", lab, SUBMISSION_DIR, "--isolation", "local", "--json", SUMMARY_PATH]
+    if only:
+        cmd += ["--only", ",".join(only)]
+    if visible_only:
+        cmd.append("--visible-only")
+    return cmd + list(extra_args or [])
+
+
+def _validate(obj: Any) -> dict[str, Any]:
+    from ..schema import validate_summary  # lazily: the schema module may evolve independently
+
+    return validate_summary(obj)
+
+
+def _wait(container: Any, timeout: float) -> int:
+    """Exit status of the container's main process; IsolationError after `timeout` seconds."""
+    import requests
+
+    try:
+        result = container.wait(timeout=timeout)
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as e:
+        # docker-py raises ReadTimeout (7.x) or ConnectionError wrapping a read timeout (5.x)
+        if isinstance(e, requests.exceptions.ReadTimeout) or "timed out" in str(e).lower():
+            raise IsolationError(f"grading did not finish within {timeout:.0f} s; container stopped") from None
+        raise
+    if isinstance(result, dict):
+        if result.get("Error"):
+            raise IsolationError(f"waiting for the grading container failed: {result['Error']}")
+        return int(result.get("StatusCode", -1))
+    return int(result)  # docker-py < 3 returned the code itself
+
+
+def _describe_failure(container: Any, status: int) -> str:
+    oom = False
+    with contextlib.suppress(Exception):
+        container.reload()
+        oom = bool(container.attrs["State"].get("OOMKilled"))
+    tail = ""
+    with contextlib.suppress(Exception):
+        tail = container.logs(tail=40).decode(errors="replace").strip()
+    why = f"the grader in the container exited with status {status}"
+    if oom:
+        why += f" (killed: out of memory, limit {MEMORY // MiB} MiB)"
+    return why + (f"; its last output:\n{tail}" if tail else "")
+
+
+def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE,
+                       only: list[str] | None = None, visible_only: bool = False, timeout: float = 600,
+                       extra_args: list[str] | None = None) -> dict[str, Any]:
+    """Grade `submission` (a lab directory on this machine) in a fresh container of `image`
+    and return the summary JSON produced inside it, schema-checked.
+
+    Raises UsageError for a submission that is not a directory or is too large,
+    IsolationError when the engine, the container or the grader inside failed,
+    ReportError (from the schema) when the summary is malformed."""
+    submission = Path(submission)
+    if not submission.is_dir():
+        raise UsageError(f"{submission} is not a directory")
+    payload = submission_tar(submission)  # before touching the engine: refuse early
+    session = new_session()
+    errors = _library_errors()
+    c = client(timeout=max(60.0, timeout + 30))
+    container = volume = None
+    try:
+        try:
+            volume = create_volume(c, session)
+            container = c.containers.create(
+                image, **container_options(session=session, volume=volume.name,
+                                           command=grading_command(lab=lab, only=only,
+                                                                   visible_only=visible_only,
+                                                                   extra_args=extra_args)))
+            # out/ first (root, 0700), then the submission; both before the container starts
+            if not container.put_archive(GRADING_DIR, _out_dir_tar()):
+                raise IsolationError("could not create the output directory in the container")
+            if not container.put_archive(GRADING_DIR, payload):
+                raise IsolationError("could not copy the submission into the container")
+            container.start()
+        except _docker().errors.ImageNotFound as e:
+            raise IsolationError(
+                f"the grader image {image} is not on this engine: build it with `docker compose build grade`"
+            ) from e
+        except errors as e:
+            raise IsolationError(f"could not start a grading container from {image}: {e}") from e
+        try:
+            status = _wait(container, timeout)
+        except errors as e:
+            raise IsolationError(f"lost the grading container: {e}") from e
+        try:
+            raw = read_file_from(container, SUMMARY_PATH)
+        except _docker().errors.NotFound:
+            raise IsolationError(_describe_failure(container, status) + "\n(no summary was written)") from None
+        except errors as e:
+            raise IsolationError(f"could not copy the summary out of the container: {e}") from e
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:
+            from ..errors import ReportError
+
+            raise ReportError(f"the summary written in the container is not JSON: {e}") from e
+        return _validate(obj)
+    finally:
+        _remove(c, container, volume)
+        with contextlib.suppress(Exception):
+            c.close()
+
+
+def _remove(c: Any, container: Any, volume: Any) -> None:
+    """Remove the container (killing it if needed) and its volume; never raises.
+    Runs in `finally`, so also on KeyboardInterrupt; a second interrupt during removal
+    is absorbed so the removal completes (cleanup_stale catches what still escapes)."""
+    for _ in range(2):
+        try:
+            if container is not None:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True, v=True)
+            if volume is not None:
+                for _ in range(10):
+                    try:
+                        volume.remove(force=True)
+                        break
+                    except Exception as e:
+                        if "not found" in str(e).lower() or "no such volume" in str(e).lower():
+                            break
+                        time.sleep(0.2)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+def cleanup_stale(session: str | None = None) -> int:
+    """Remove grading containers and volumes left behind (by a crash or a kill -9), all of
+    them or those of one session. Returns how many objects were removed."""
+    errors = _library_errors()
+    c = client()
+    removed = 0
+    label = f"{LABEL_SESSION}={session}" if session else LABEL_SESSION
+    try:
+        for ct in c.containers.list(all=True, filters={"label": label}):
+            try:
+                ct.remove(force=True, v=True)
+                removed += 1
+            except errors:
+                pass
+        for vol in c.volumes.list(filters={"label": label}):
+            try:
+                vol.remove(force=True)
+                removed += 1
+            except errors:
+                pass
+    except errors as e:
+        raise IsolationError(f"could not list leftover grading containers: {e}") from e
+    finally:
+        with contextlib.suppress(Exception):
+            c.close()
+    return removed
