@@ -19,6 +19,7 @@ import contextlib
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -369,6 +370,53 @@ def test_select_reference_prints_stdin_lines_and_survives_its_end(tmp_path: Path
             data = line(32)
             s.sendall(data)
             assert recv_exact(s, len(data)) == data
+        assert server.alive()
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s*(\d+)", status, re.M).group(1))
+
+
+@contextlib.contextmanager
+def nofile_at_least(n: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_select_reference_serves_500_clients_past_stalled_and_flooding_ones(tmp_path: Path) -> None:
+    labdir = build("reference/select", tmp_path, STRICT)
+    with nofile_at_least(1200), running(labdir) as server:
+        rss0 = rss_kib(server.pid)
+        idle = connect(server.port)                  # sends nothing
+        staller = connect(server.port)               # sends part of a line, then stalls
+        staller.sendall(os.urandom(100).hex().encode())
+        flooder = connect(server.port)               # sends a lot and never reads
+        flooder.setblocking(False)
+        flooded, deadline = 0, time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                flooded += flooder.send(line(4000))
+            except BlockingIOError:
+                time.sleep(0.005)
+        clients = [connect(server.port) for _ in range(500)]
+        try:
+            payloads = [line(8) for _ in clients]
+            for s, data in zip(clients, payloads):
+                s.sendall(data)
+            for i, (s, data) in enumerate(zip(clients, payloads)):
+                assert recv_exact(s, len(data)) == data, f"client {i} of 500 not served"
+            grown = rss_kib(server.pid) - rss0
+            assert grown < 16 * 1024, f"RSS grew {grown} KiB while a client flooded {flooded} bytes unread"
+            assert threads(server.pid) == 1 and not children(server.pid)
+        finally:
+            for s in [*clients, idle, staller, flooder]:
+                s.close()
         assert server.alive()
 
 

@@ -1,0 +1,13 @@
+"""Shared fixtures of the project's own tests."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the tests run from a checkout, installed or not
+    sys.path.insert(0, str(ROOT))
+
+pytest_plugins = ["pytester"]
+

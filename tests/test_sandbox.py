@@ -1,0 +1,96 @@
+"""The local isolation: who student code runs as, its limits, and that nothing survives."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from grader import probes
+from grader.harness import Server, build
+from grader.sandbox import UID_BASE, UID_COUNT, Sandbox
+
+FLOOD = r'''
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+int main(int argc, char **argv) {
+    (void)argc;
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET; a.sin_port = htons(atoi(argv[1]));
+    if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 8)) return 1;
+    char line[4096]; memset(line, 'x', sizeof line - 2); line[sizeof line - 2] = '\n'; line[sizeof line - 1] = 0;
+    for (int i = 0; i < 40000; i++) fputs(line, stdout);   /* 160 MB on the terminal */
+    fflush(stdout);
+    if (fork() == 0) { setsid(); if (fork() == 0) { for (;;) pause(); } _exit(0); }  /* an escaped daemon */
+    for (;;) pause();
+}
+'''
+
+
+def run_in(sb: Sandbox, cmd: str) -> str:
+    w = sb.workdir(f"w{time.monotonic_ns()}")
+    return subprocess.run(["sh", "-c", cmd], cwd=w, env=sb.env(w), preexec_fn=sb.preexec(),
+                          capture_output=True, text=True, timeout=10).stdout
+
+
+def test_student_code_runs_unprivileged_with_limits() -> None:
+    sb = Sandbox()
+    try:
+        out = run_in(sb, "id -u; ulimit -n; ulimit -c").split()
+        if os.geteuid() == 0:
+            assert sb.uid is not None and UID_BASE <= int(out[0]) < UID_BASE + UID_COUNT
+        else:
+            assert int(out[0]) == os.geteuid()
+        assert out[1:] == ["1024", "0"]
+        # the grader's own directory is not listable by student code
+        assert "denied" in subprocess.run(["sh", "-c", f"ls {sb.root} 2>&1"], preexec_fn=sb.preexec(),
+                                          capture_output=True, text=True).stdout or os.geteuid() != 0
+    finally:
+        sb.close()
+
+
+def test_a_flooding_server_with_an_escaped_daemon_is_drained_and_removed(tmp_path: Path) -> None:
+    (tmp_path / "server.c").write_text(FLOOD)
+    (tmp_path / "Makefile").write_text("server: server.c\n\t$(CC) $(CFLAGS) -o server server.c\n")
+    sb = Sandbox()
+    try:
+        b = build(tmp_path, sb, "flood")
+        assert b.ok, b.output
+        s = Server(b, sb, sb.allocate_port()).start()
+        assert s.wait_ready()
+        # the daemon appears only once the flood is printed: printing never blocked the server
+        assert _wait(lambda: len(sb.processes()) >= 2, 20), s.output.total
+        assert s.output.total >= 160_000_000 and s.output.truncated
+        assert len(s.output.head()) <= 8 << 20
+        s.stop()
+        left = sb.kill_all()
+        assert left == [] and sb.processes() == []
+    finally:
+        sb.close()
+
+
+def _wait(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ports_are_never_handed_out_twice() -> None:
+    a, b = Sandbox(), Sandbox()
+    try:
+        ports = [a.allocate_port() for _ in range(20)] + [b.allocate_port() for _ in range(20)]
+        assert len(set(ports)) == 40
+        assert not any(probes.port_in_use(p) for p in ports)
+        if os.geteuid() == 0:
+            assert a.uid != b.uid
+    finally:
+        a.close()
+        b.close()
