@@ -5,7 +5,8 @@ Each `assignments/<lab>/README.md` must:
   row for row and in the same order;
 - name, in its files section, only files that exist in the lab directory;
 - run only `make` targets that the lab's Makefile defines;
-- point `labgrade grade` at its own lab and `--only` at its own check ids.
+- point `labgrade grade` at its own lab and `--only` at its own check ids;
+- contain the words of every rule that the skeleton's `TODO (handout: "...")` quotes.
 """
 from __future__ import annotations
 
@@ -186,8 +187,25 @@ def test_labgrade_commands_name_this_lab_and_its_checks(lab: str) -> None:
         assert words[1:3] == ["grade", lab], f"`{' '.join(words)}` does not grade lab {lab}"
         if "--only" in words:
             only = words[words.index("--only") + 1]
-            placeholders = {"<id>", "CHECK"}
-            assert only in placeholders or set(only.split(",")) <= ids, f"unknown check in `{' '.join(words)}`"
+            known = only in {"<id>", "CHECK"} or set(only.split(",")) <= ids  # a placeholder, or real ids
+            assert known, f"unknown check in `{' '.join(words)}`"
+
+
+def _words(text: str) -> str:
+    """Lower-case words only: punctuation, backticks and line breaks do not count."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.replace("\\n", "n")).lower().split())
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_todo_quotes_are_in_the_handout(lab: str) -> None:
+    """Each `TODO (handout: "...")` of the skeleton quotes words that the handout contains."""
+    source = (ASSIGNMENTS / lab / "server.c").read_text(encoding="utf-8")
+    joined = re.sub(r"\n\s*\*(?!/)", " ", source)  # one comment, one line
+    quotes = re.findall(r'handout: "([^"]*)"', joined)
+    assert quotes, "the skeleton quotes no rule of the handout"
+    text = _words(handout(lab))
+    missing = [piece.strip() for q in quotes for piece in q.split("...") if _words(piece) not in text]
+    assert not missing, f"server.c quotes words the handout does not contain: {missing}"
 
 
 def test_thread_handout_shows_the_exact_log_line() -> None:
@@ -195,8 +213,9 @@ def test_thread_handout_shows_the_exact_log_line() -> None:
 
 
 def test_helpers_parse_what_they_should() -> None:
-    text = "## The files\n\n| file | role |\n|---|---|\n| `a.c` | x |\n\n## Other\n```\n$ make clean && make X=1\n```\n"
+    text = ("## The files\n\n| file | role |\n|---|---|\n| `a.c` | x |\n\n"
+            "## Other\n```\n$ make clean && make X=1\n```\n")
     assert section(text, "files").count("a.c") == 1
     assert commands(text, "make") == [["make", "clean"], ["make", "X=1"]]
-    assert check_table("| check | points | visibility | fails when |\n|---|---|---|---|\n| `a-b` | 5 | visible | x |\n") == [
-        ("a-b", 5, "visible")]
+    table = "| check | points | visibility | fails when |\n|---|---|---|---|\n| `a-b` | 5 | visible | x |\n"
+    assert check_table(table) == [("a-b", 5, "visible")]
