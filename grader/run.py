@@ -56,6 +56,7 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
                  reference_root: Path | None, label: str, timeout: float) -> dict[str, Any]:
     t0 = time.monotonic()
     set_subreaper()  # whatever escapes the pytest process comes back to us, and we remove it
+    before = {p.pid for p in probes.descendants(os.getpid())}  # the caller's own, never touched
     with tempfile.TemporaryDirectory(prefix="labgrade-run-") as tmp:
         report_path = Path(tmp) / "report.json"
         argv = [sys.executable, "-m", "pytest", "--pyargs", f"grader.checks.test_{lab}",
@@ -92,7 +93,7 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
             proc.wait(20)
             raise
         finally:
-            _sweep_descendants()
+            _sweep_descendants(before)
         try:
             report = json.loads(report_path.read_text())
         except (OSError, ValueError) as e:
@@ -101,17 +102,20 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
     return summarize(lab=lab, submission=label, pytest_report=report, seconds=time.monotonic() - t0)
 
 
-def _sweep_descendants() -> None:
-    """Kill and reap anything left under us (orphans of the pytest process land here)."""
+def _sweep_descendants(keep: set[int]) -> None:
+    """Kill and reap what this grading left under us (orphans of the pytest process land here),
+    sparing the processes the caller had before it started."""
     for _ in range(50):
-        left = [p for p in probes.descendants(os.getpid()) if not p.zombie]
+        procs = probes.all_procs()
+        left = [p for p in probes.descendants(os.getpid(), procs) if p.pid not in keep]
         for p in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(p.pid, signal.SIGKILL)
-        for p in probes.children(os.getpid()):
-            if p.zombie:
+            if not p.zombie:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(p.pid, signal.SIGKILL)
+        for p in left:
+            if p.ppid == os.getpid():
                 with contextlib.suppress(ChildProcessError):
-                    os.waitpid(p.pid, 0)
+                    os.waitpid(p.pid, os.WNOHANG)
         if not left:
             return
         time.sleep(0.02)
