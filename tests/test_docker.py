@@ -28,7 +28,11 @@ from grader.errors import IsolationError, UsageError
 from grader.isolation import docker as dockeriso
 from grader.schema import validate_summary
 
-pytestmark = pytest.mark.docker
+pytestmark = [
+    pytest.mark.docker,
+    # Debian's python3-docker 5.0 compares versions with distutils
+    pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning"),
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 GRADER_IMAGE = os.environ.get("LABGRADE_IMAGE", dockeriso.DEFAULT_IMAGE)
