@@ -69,7 +69,7 @@ def choose_isolation(isolation: str) -> str:
 
         if dockeriso.engine_available() and dockeriso.image_present(dockeriso.DEFAULT_IMAGE):
             return "docker"
-    except Exception:  # noqa: BLE001 - any failure to reach Docker means: no Docker
+    except Exception:
         pass
     print("labgrade: no Docker engine or grader image: grading with the weaker `local` isolation",
           file=sys.stderr)
@@ -109,8 +109,14 @@ def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None) 
 def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolation: str = "auto",
               force: bool = False, reference_root: Path | None = None) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     con = Console(stderr=True)
     todo_all = find_jobs(root, labs or catalogue.LABS)

@@ -30,7 +30,8 @@ _COMMON_HEAD = [
     ("fd-leak", "the server's descriptor count does not return to its baseline after clients leave"),
     ("robust-disconnect", "a client reset or vanishing mid-write stops or kills the server for the others"),
 ]
-_VS_REFERENCE = ("vs-reference", "on the same workload, the submission is more than 5 times slower than the reference server measured in the same run")
+_VS_REFERENCE = ("vs-reference", "on the same workload, the submission is more than 5 times slower than the "
+                 "reference server measured in the same run")
 
 _POINTS = {
     "fork": {"build": 5, "echo": 10, "eof": 5, "concurrency": 10, "fd-leak": 10, "robust-disconnect": 5,
@@ -47,7 +48,8 @@ _POINTS = {
 _SPECIFIC = {
     "fork": [
         ("process-per-client", "clients connected at once are not each served by their own child process"),
-        ("zombies", "a zombie child is still there 1 s after its client left, after a burst of clients leaving at once, or while other children still run"),
+        ("zombies", "a zombie child is still there 1 s after its client left, after a burst of clients leaving "
+                    "at once, or while other children still run"),
         ("child-exit", "a child is still alive after its client left"),
         ("listenfd-closed", "a child holds the listening socket"),
         ("accept-eintr", "the server stops accepting after children have ended"),

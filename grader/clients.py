@@ -194,7 +194,7 @@ def connect_many(port: int, n: int, timeout: float = 10.0) -> list[Client]:
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
-            s = key.fileobj  # type: ignore[assignment]
+            s = key.fileobj  # type: ignore[assignment]  # we registered sockets only
             err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 errors[key.data] = os.strerror(err)
@@ -205,16 +205,16 @@ def connect_many(port: int, n: int, timeout: float = 10.0) -> list[Client]:
         sel.unregister(key.fileobj)
     sel.close()
     clients = []
-    for i, s in enumerate(socks):
+    for i, sk in enumerate(socks):
         c = Client.__new__(Client)
         c.port, c.error = port, errors.get(i, "")
-        if s is not None and i not in errors:
-            s.setblocking(True)
-            c.sock = s
+        if sk is not None and i not in errors:
+            sk.setblocking(True)
+            c.sock = sk
         else:
             c.sock = None
-            if s is not None:
-                s.close()
+            if sk is not None:
+                sk.close()
         clients.append(c)
     return clients
 

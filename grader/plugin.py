@@ -22,7 +22,8 @@ from .harness import Server
 from .session import GradingSession, default_reference_root
 from .verdict import CheckFailed
 
-VERDICT = pytest.StashKey[dict[str, str]]()
+Verdict = dict[str, Any]
+VERDICT = pytest.StashKey[Verdict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,7 +54,8 @@ def check_marker(item: pytest.Item) -> dict[str, Any] | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     only = {c.strip() for c in (config.getoption("--only") or "").split(",") if c.strip()}
     visible_only = config.getoption("--visible-only")
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         meta = check_marker(item)
         ok = meta is not None
@@ -110,4 +112,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_json_runtest_metadata(item: pytest.Item, call: pytest.CallInfo[None]) -> dict[str, Any]:
     if call.when != "teardown":
         return {}
-    return {"check": check_marker(item), "verdict": dict(item.stash.get(VERDICT, {}))}
+    return {"check": check_marker(item), "verdict": item.stash.get(VERDICT, None) or {}}

@@ -1,7 +1,6 @@
 """Shared fixtures of the project's own tests."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 
 from .. import probes
-from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines
+from ..clients import Client, close_all, random_line
 from ..session import GradingSession
 from ..verdict import fail
 from . import common, graded
-from .common import PATIENCE, Start, expect_echo, served, state, wait_until
+from .common import Start, expect_echo, served, state, wait_until
 
 LAB = "fork"
 
@@ -63,7 +63,7 @@ def test_process_per_client(server: Start) -> None:
     try:
         kids = live_children(s.pid)
         # which process holds each client's connection? (match the connected sockets' inodes)
-        owners = {}
+        owners: dict[int, set[int]] = {}
         conn_inodes = _server_side_inodes(s.port, clients)
         for k in kids:
             for inode in probes.socket_inodes(k.pid).values():

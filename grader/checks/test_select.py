@@ -57,7 +57,7 @@ def test_single_thread(server: Start) -> None:
     s = server()
     clients = served(s, 10, what="to watch the server's threads and children while it serves them")
     try:
-        seen_threads, seen_kids = 1, []
+        seen_threads, seen_kids = 1, list[probes.Proc]()
         for _ in range(10):
             echo_many(clients, random_lines(len(clients)), PATIENCE)
             seen_threads = max(seen_threads, probes.thread_count(s.pid))
@@ -126,7 +126,8 @@ def test_slow_reader(server: Start) -> None:
         grown = max(0, rss1 - rss0) * 1024
         if grown > 48 * MiB:
             fail(f"a client sent {sent / MiB:.1f} MiB of lines and never read its echo",
-                 f"the server's memory (VmRSS) grew by {grown / MiB:.0f} MiB, from {rss0 // 1024} to {rss1 // 1024} MiB",
+                 f"the server's memory (VmRSS) grew by {grown / MiB:.0f} MiB, "
+                 f"from {rss0 // 1024} to {rss1 // 1024} MiB",
                  rule="the server's memory for a client that never reads stays bounded",
                  hint="stop reading from a client (remove it from the read set) while its unsent echo is "
                       "above a bound such as 64 KiB; resume when it drains")
