@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from grader import catalogue
@@ -392,3 +393,21 @@ def test_cleanup_stale_removes_labelled_leftovers(client: Any, grader_image: str
     assert dockeriso.cleanup_stale(session=session) == 2
     assert not client.containers.list(all=True, filters={"label": f"{dockeriso.LABEL_SESSION}={session}"})
     assert not client.volumes.list(filters={"label": f"{dockeriso.LABEL_SESSION}={session}"})
+
+
+def test_lab_workspace_started_as_root_drops_to_student_and_can_write(client: Any, lab_image: str) -> None:
+    # What `docker compose run fork` does: user 0:0, the lab directory mounted (here a
+    # fresh, root-owned volume, as a checkout owned by root on the host).
+    session = dockeriso.new_session()
+    vol = dockeriso.create_volume(client, session, role="test")
+    try:
+        out = client.containers.run(
+            lab_image, ["sh", "-c", "id -un; touch made-here && ls -n made-here; grep CapEff /proc/self/status"],
+            user="0:0", network_mode="none", remove=True, stdout=True, stderr=True,
+            mounts=[docker.types.Mount(target="/home/student/lab", source=vol.name, type="volume")],
+        ).decode(errors="replace")
+    finally:
+        vol.remove(force=True)
+    assert out.splitlines()[0] == "student", out
+    assert " 1000 1000 " in out, out  # the file belongs to student
+    assert "CapEff:\t0000000000000000" in out, out
