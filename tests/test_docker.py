@@ -278,9 +278,10 @@ def _secret_files() -> dict[int, set[str]]:
 def test_lab_image_runs_as_student_without_reference(client: Any, lab_image: str) -> None:
     secret = _secret_files()
     assert secret, "no reference file differs from the handouts: nothing to look for"
+    wanted = json.dumps(json.dumps({k: sorted(v) for k, v in secret.items()}))
     probe = f"""
-import hashlib, json, os, sys
-secret = {{int(k): set(v) for k, v in json.loads({json.dumps(json.dumps({k: sorted(v) for k, v in secret.items()}))}).items()}}
+import hashlib, json, os, pwd
+secret = {{int(k): set(v) for k, v in json.loads({wanted}).items()}}
 found = []
 for top in ["/usr", "/opt", "/home", "/root", "/srv", "/etc", "/var", "/tmp"]:
     for d, dirs, files in os.walk(top):
@@ -296,7 +297,7 @@ for top in ["/usr", "/opt", "/home", "/root", "/srv", "/etc", "/var", "/tmp"]:
 import grader, grader.checks
 pkg = os.path.dirname(grader.__file__)
 hidden = [os.path.join(d, f) for d, _, fs in os.walk(pkg) for f in fs if "hidden" in f]
-print(json.dumps({{"uid": os.getuid(), "user": os.environ.get("USER") or __import__("pwd").getpwuid(os.getuid()).pw_name,
+print(json.dumps({{"uid": os.getuid(), "user": pwd.getpwuid(os.getuid()).pw_name,
                   "cwd": os.getcwd(), "found": found, "hidden": hidden,
                   "opt": sorted(os.listdir("/opt")),
                   "env": os.environ.get("LABGRADE_REFERENCE_ROOT")}}))
