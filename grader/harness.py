@@ -20,6 +20,7 @@ from .output import BoundedOutput
 from .sandbox import Sandbox, SubmissionTooLarge
 
 BUILD_TIMEOUT = 60.0
+BUILD_DISK_LIMIT = 256 << 20
 READY_TIMEOUT = 5.0        # LABS.md promises 3 s; we wait longer so a loaded machine never fails a correct server
 TSAN_READY_TIMEOUT = 15.0
 TSAN_FLAGS = {"CFLAGS": "-g -O1 -fsanitize=thread", "LDFLAGS": "-fsanitize=thread"}
@@ -32,6 +33,7 @@ class BuildResult:
     output: str
     seconds: float
     problem: str = ""  # why it failed, in one sentence
+    sandbox: Sandbox | None = None  # where it was built, and where its server runs
 
     @property
     def binary(self) -> Path:
@@ -45,7 +47,7 @@ def build(source: Path, sandbox: Sandbox, name: str, *, make_vars: dict[str, str
     try:
         work = sandbox.workdir(name, source)
     except SubmissionTooLarge as e:
-        return BuildResult(False, sandbox.root / name, "", 0.0, str(e))
+        return BuildResult(False, sandbox.root / name, "", 0.0, str(e), sandbox)
     argv = ["make", "--no-print-directory"] + [f"{k}={v}" for k, v in (make_vars or {}).items()]
     out = BoundedOutput(head=64 << 10, tail=8 << 10)
     try:
@@ -59,10 +61,7 @@ def build(source: Path, sandbox: Sandbox, name: str, *, make_vars: dict[str, str
     reader = threading.Thread(target=_pump, args=(proc.stdout.fileno(), out), daemon=True)
     reader.start()
     try:
-        rc = proc.wait(timeout)
-        problem = "" if rc == 0 else f"`make` exited with status {rc}"
-    except subprocess.TimeoutExpired:
-        problem = f"the build did not finish within {timeout:.0f} s and was stopped"
+        problem = _wait_build(proc, work, timeout)
     finally:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -78,7 +77,33 @@ def build(source: Path, sandbox: Sandbox, name: str, *, make_vars: dict[str, str
     text = out.text(8000)
     if out.truncated:
         text += f"\n[build output cut: {out.total:,} bytes in all]"
-    return BuildResult(not problem, work, text, time.monotonic() - t0, problem)
+    return BuildResult(not problem, work, text, time.monotonic() - t0, problem, sandbox)
+
+
+def _wait_build(proc: subprocess.Popen[bytes], work: Path, timeout: float) -> str:
+    """Wait for make; the reason it failed, or "" when it exited 0."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rc = proc.wait(min(0.5, max(0.01, deadline - time.monotonic())))
+            return "" if rc == 0 else f"`make` exited with status {rc}"
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            return f"the build did not finish within {timeout:.0f} s and was stopped"
+        used = _disk_usage(work)
+        if used > BUILD_DISK_LIMIT:
+            return (f"the build wrote more than {BUILD_DISK_LIMIT >> 20} MiB into the lab directory "
+                    f"({used >> 20} MiB) and was stopped")
+
+
+def _disk_usage(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+    return total
 
 
 def _pump(fd: int, sink: BoundedOutput) -> None:

@@ -39,8 +39,8 @@ class Limits:
     """rlimits of every student process (the cgroup limits of the docker isolation come on top)."""
 
     nofile: int = 1024           # LABS.md: at most 1024 open descriptors
-    nproc: int = 512             # per uid; only set when the uid is ours alone
-    address_space: int = 8 << 30  # virtual memory; not set for ThreadSanitizer builds
+    nproc: int = 512             # processes of our own uid (without root: on top of what the user runs)
+    address_space: int = 4 << 30  # virtual memory per process; not set for ThreadSanitizer builds
     cpu_seconds: int = 300       # CPU time per process
     file_size: int = 256 * MiB   # largest file a build or server may write
 
@@ -155,6 +155,8 @@ class Sandbox:
     def preexec(self, *, tsan: bool = False, new_session: bool = True) -> Callable[[], None]:
         """Runs in the child between fork and exec: limits, then the unprivileged uid."""
         lim, uid, gid = self.limits, self.uid, self.gid
+        # RLIMIT_NPROC counts every process of the real uid: without root, leave room for the user's own
+        nproc = lim.nproc if uid is not None else lim.nproc + sum(p.uid == os.getuid() for p in probes.all_procs())
 
         def setup() -> None:
             if new_session:
@@ -169,8 +171,10 @@ class Sandbox:
                 ctypes.CDLL(None).personality(ADDR_NO_RANDOMIZE)
             else:
                 resource.setrlimit(resource.RLIMIT_AS, (lim.address_space, lim.address_space))
+            hard_nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+            if uid is not None or hard_nproc == resource.RLIM_INFINITY or nproc <= hard_nproc:
+                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
             if uid is not None and gid is not None:
-                resource.setrlimit(resource.RLIMIT_NPROC, (lim.nproc, lim.nproc))
                 os.setgroups([])
                 os.setresgid(gid, gid, gid)
                 os.setresuid(uid, uid, uid)

@@ -27,13 +27,15 @@ class GradingSession:
         self.submission = submission
         self.reference_root = reference_root
         self.sandbox = Sandbox()
+        self._ref_sandbox: Sandbox | None = None  # the reference runs as another uid than student code
         self._builds: dict[str, BuildResult] = {}
         self.servers: list[Server] = []
 
     # -- builds --------------------------------------------------------------------
-    def _build(self, key: str, source: Path, make_vars: dict[str, str] | None = None) -> BuildResult:
+    def _build(self, key: str, source: Path, make_vars: dict[str, str] | None = None,
+               sandbox: Sandbox | None = None) -> BuildResult:
         if key not in self._builds:
-            self._builds[key] = build(source, self.sandbox, key, make_vars=make_vars)
+            self._builds[key] = build(source, sandbox or self.sandbox, key, make_vars=make_vars)
         return self._builds[key]
 
     def build(self) -> BuildResult:
@@ -58,7 +60,9 @@ class GradingSession:
             raise GradingEnvironmentError(
                 "the reference server is not available to this grader (set LABGRADE_REFERENCE_ROOT "
                 "or --reference-root); vs-reference runs only where the instructor grades")
-        b = self._build("reference", src)
+        if self._ref_sandbox is None:
+            self._ref_sandbox = Sandbox()
+        b = self._build("reference", src, sandbox=self._ref_sandbox)
         if not b.ok:
             raise GradingEnvironmentError(f"the reference server did not build: {b.problem}\n{b.output}")
         return b
@@ -69,7 +73,7 @@ class GradingSession:
         """A fresh server, ready (listening) or the end of the check with the reason."""
         b = b or self.built()
         port = self.sandbox.allocate_port()
-        s = Server(b, self.sandbox, port, tsan=tsan, env_extra=env or {})
+        s = Server(b, b.sandbox or self.sandbox, port, tsan=tsan, env_extra=env or {})
         self.servers.append(s)
         s.start()
         if not s.wait_ready():
@@ -86,8 +90,12 @@ class GradingSession:
         for s in self.servers:
             s.stop()
         self.servers.clear()
-        return self.sandbox.kill_all()
+        return [p for sb in self._sandboxes() for p in sb.kill_all()]
+
+    def _sandboxes(self) -> list[Sandbox]:
+        return [self.sandbox] + ([self._ref_sandbox] if self._ref_sandbox else [])
 
     def close(self) -> None:
         self.stop_servers()
-        self.sandbox.close()
+        for sb in self._sandboxes():
+            sb.close()
