@@ -44,6 +44,10 @@ def grade(*, lab: str, submission: Path, isolation: str = "local", only: list[st
         return validate_summary(summary)
     if isolation != "local":
         raise UsageError(f"unknown isolation {isolation!r}: local or docker")
+    if reference_root is None:
+        from .session import default_reference_root
+
+        reference_root = default_reference_root()  # resolved here, in the caller's working directory
     return _grade_local(lab, submission.resolve(), only, visible_only, reference_root, label, timeout)
 
 

@@ -13,12 +13,15 @@ from .verdict import NotGraded, fail
 
 
 def default_reference_root() -> Path | None:
-    """Where the reference servers are: $LABGRADE_REFERENCE_ROOT, else the source checkout."""
+    """Where the reference servers are: $LABGRADE_REFERENCE_ROOT, else the source checkout the
+    grader runs from, else ./reference (an instructor working in the course repository)."""
     env = os.environ.get("LABGRADE_REFERENCE_ROOT")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent.parent / "reference"
-    return here if here.is_dir() else None
+    for candidate in (Path(__file__).resolve().parent.parent / "reference", Path.cwd() / "reference"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
 
 
 class GradingSession:
