@@ -143,6 +143,7 @@ class Sandbox:
             for dirpath, dirnames, filenames in os.walk(dest):
                 for n in [dirpath, *(os.path.join(dirpath, f) for f in dirnames + filenames)]:
                     os.lchown(n, self.uid, self.gid if self.gid is not None else self.uid)
+        os.chmod(dest, 0o700)  # its uid only: another grading's (or the reference's) uid cannot enter
         return dest
 
     # -- running student code -----------------------------------------------------
