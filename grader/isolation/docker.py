@@ -65,16 +65,19 @@ TMPFS_TMP = "rw,exec,nosuid,nodev,size=1g,mode=1777"
 
 # What the grader, as root inside the container, needs, and nothing more:
 #   CHOWN         hand its copy of the submission to the student uid
+#   FOWNER        chmod that copy once it belongs to the student uid (0700: no other
+#                 grading's uid, nor the reference's, can enter it)
 #   DAC_OVERRIDE  list /proc/PID/fd of another uid; read and remove what student code left
 #                 behind, whatever its modes
 #   SETUID/SETGID drop student code (build, server) to an unprivileged uid
 #   KILL          signal and remove the student's processes
-#   SYS_PTRACE    read /proc/PID/fd of processes of another uid (descriptor checks)
-# Everything else (FOWNER, NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, ...) is dropped. Measured:
-# without any one of these six, reference servers get `error` checks; FOWNER is not needed.
-# SYS_RESOURCE is not needed either: the grader only lowers limits, or lifts a soft
-# limit up to its hard one.
-CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID", "KILL", "SYS_PTRACE"]
+#   SYS_PTRACE    read /proc/PID/fd links of processes of another uid (descriptor checks)
+# Everything else (NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, SETPCAP, ...) is dropped. Measured
+# by grading the references with one capability less each time: without any one of these,
+# checks end in `error`. SYS_RESOURCE is not needed: the grader only lowers limits, or
+# lifts a soft limit up to its hard one. tests/test_docker.py grades a reference in a
+# container and fails on any `error`, so a change of the grader that needs more shows there.
+CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL", "SYS_PTRACE"]
 
 
 # ---------------------------------------------------------------------------------
