@@ -76,7 +76,8 @@ def choose_isolation(isolation: str) -> str:
     return "local"
 
 
-def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None) -> dict[str, Any]:
+def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
+              extra_checks: Path | None = None) -> dict[str, Any]:
     """Grade one submission in a child `labgrade grade` process; always returns a summary."""
     dest = summary_path(out, job)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +86,8 @@ def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None) 
             "--isolation", isolation, "--quiet"]
     if reference_root:
         argv += ["--reference-root", str(reference_root)]
+    if extra_checks:
+        argv += ["--extra-checks", str(extra_checks)]
     t0 = time.monotonic()
     reason = ""
     try:
@@ -107,7 +110,7 @@ def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None) 
 
 
 def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolation: str = "auto",
-              force: bool = False, reference_root: Path | None = None) -> int:
+              force: bool = False, reference_root: Path | None = None, extra_checks: Path | None = None) -> int:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -123,7 +126,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     if not todo_all:
         raise UsageError(f"no submissions under {root} (expected {root}/<student>/<lab>/)")
     out.mkdir(parents=True, exist_ok=True)
-    iso = choose_isolation(isolation)
+    iso = choose_isolation("local" if extra_checks is not None and isolation == "auto" else isolation)
     jobs = jobs or os.cpu_count() or 1
     results: dict[Job, dict[str, Any]] = {}
     todo = []
@@ -140,7 +143,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
                   TextColumn("ETA"), TimeRemainingColumn(), console=con, transient=False) as bar:
         task = bar.add_task("grading", total=len(todo))
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(grade_one, j, out, iso, reference_root): j for j in todo}
+            futures = {pool.submit(grade_one, j, out, iso, reference_root, extra_checks): j for j in todo}
             for f in as_completed(futures):
                 j = futures[f]
                 results[j] = f.result()
@@ -161,7 +164,9 @@ def write_gradebook(path: Path, rows: list[tuple[Job, dict[str, Any]]]) -> None:
     labs = [lab for lab in catalogue.LABS if any(j.lab == lab for j, _ in rows)]
     cols = ["student", "total"]
     for lab in labs:
-        cols += [lab] + [f"{lab}:{c.id}" for c in catalogue.checks(lab)]
+        ids = [c.id for c in catalogue.checks(lab)]
+        ids += sorted({c["id"] for j, s in rows if j.lab == lab for c in s["checks"]} - set(ids))  # extra checks
+        cols += [lab] + [f"{lab}:{cid}" for cid in ids]
     book: dict[str, dict[str, Any]] = {}
     for j, s in rows:
         r = book.setdefault(j.student, {"student": j.student, "total": 0})

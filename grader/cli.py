@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--visible-only", action="store_true", help="only the checks students see (make check)")
     g.add_argument("--reference-root", type=Path, help="directory holding reference/<lab> (default: "
                    "$LABGRADE_REFERENCE_ROOT or the source checkout)")
+    g.add_argument("--extra-checks", type=Path, help="a directory of the instructor's own (hidden) check modules")
     g.add_argument("--quiet", action="store_true", help="no table, only the files asked for")
     b = sub.add_parser("batch", help="grade ROOT/<student>/<lab>/ for every student")
     b.add_argument("root", type=Path)
@@ -37,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--isolation", choices=["local", "docker", "auto"], default="auto")
     b.add_argument("--force", action="store_true", help="regrade submissions already graded")
     b.add_argument("--reference-root", type=Path)
+    b.add_argument("--extra-checks", type=Path, help="a directory of the instructor's own (hidden) check modules")
     return p
 
 
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         from .batch import run_batch
 
         return run_batch(root=args.root, out=args.out, labs=_ids(args.labs) or [], jobs=args.jobs,
-                         isolation=args.isolation, force=args.force, reference_root=args.reference_root)
+                         isolation=args.isolation, force=args.force, reference_root=args.reference_root,
+                         extra_checks=args.extra_checks)
     except UsageError as e:
         print(f"labgrade: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -65,7 +68,8 @@ def _grade(args: argparse.Namespace) -> int:
     from .run import grade
 
     summary = grade(lab=args.lab, submission=args.dir, isolation=args.isolation, only=_ids(args.only),
-                    visible_only=args.visible_only, reference_root=args.reference_root)
+                    visible_only=args.visible_only, reference_root=args.reference_root,
+                    extra_checks=args.extra_checks)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     if args.gradescope:

@@ -59,6 +59,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         meta = check_marker(item)
         ok = meta is not None
+        mod_lab = getattr(getattr(item, "module", None), "LAB", None)
+        if ok and mod_lab is not None and mod_lab != config.getoption("--lab"):
+            ok = False  # an extra check module written for another lab
         if ok and only and meta["id"] not in only:  # type: ignore[index]
             ok = False
         if ok and visible_only and meta["visibility"] != "visible":  # type: ignore[index]

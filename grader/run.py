@@ -23,21 +23,31 @@ GRADE_TIMEOUT = 900.0
 
 def grade(*, lab: str, submission: Path, isolation: str = "local", only: list[str] | None = None,
           visible_only: bool = False, reference_root: Path | None = None, label: str | None = None,
-          timeout: float = GRADE_TIMEOUT) -> dict[str, Any]:
-    """Grade `submission` (a lab directory) and return its summary JSON (validated)."""
+          extra_checks: Path | None = None, timeout: float = GRADE_TIMEOUT) -> dict[str, Any]:
+    """Grade `submission` (a lab directory) and return its summary JSON (validated).
+
+    `extra_checks`: a directory of the instructor's own check modules (pytest modules whose
+    tests carry `@pytest.mark.check(id=..., points=..., visibility=...)`; a module-level
+    `LAB = "fork"` limits one to a lab); they run after the catalogue's checks.
+    """
     if lab not in catalogue.LABS:
         raise UsageError(f"unknown lab {lab!r}: choose one of {', '.join(catalogue.LABS)}")
     submission = Path(submission)
     if not submission.is_dir():
         raise UsageError(f"{submission} is not a directory")
+    if extra_checks is not None and not Path(extra_checks).is_dir():
+        raise UsageError(f"--extra-checks {extra_checks} is not a directory")
     known = {c.id for c in catalogue.checks(lab)}
-    unknown = [c for c in (only or []) if c not in known]
+    unknown = [c for c in (only or []) if c not in known] if extra_checks is None else []
     if unknown:
         raise UsageError(f"lab {lab} has no check {', '.join(unknown)}; its checks: {', '.join(sorted(known))}")
     label = label or default_label(submission)
     if isolation == "docker":
         from .isolation import docker as dockeriso
 
+        if extra_checks is not None:
+            raise UsageError("--extra-checks with --isolation docker: build the checks into the grader image "
+                             "(grader/checks/hidden/) instead")
         summary = dockeriso.grade_in_container(lab=lab, submission=submission, only=only,
                                                visible_only=visible_only, timeout=timeout)
         summary["submission"] = label
@@ -48,7 +58,8 @@ def grade(*, lab: str, submission: Path, isolation: str = "local", only: list[st
         from .session import default_reference_root
 
         reference_root = default_reference_root()  # resolved here, in the caller's working directory
-    return _grade_local(lab, submission.resolve(), only, visible_only, reference_root, label, timeout)
+    return _grade_local(lab, submission.resolve(), only, visible_only, reference_root, label, timeout,
+                        Path(extra_checks).resolve() if extra_checks else None)
 
 
 def default_label(submission: Path) -> str:
@@ -57,7 +68,8 @@ def default_label(submission: Path) -> str:
 
 
 def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_only: bool,
-                 reference_root: Path | None, label: str, timeout: float) -> dict[str, Any]:
+                 reference_root: Path | None, label: str, timeout: float,
+                 extra_checks: Path | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     set_subreaper()  # whatever escapes the pytest process comes back to us, and we remove it
     before = {p.pid for p in probes.descendants(os.getpid())}  # the caller's own, never touched
@@ -69,6 +81,8 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
                 "--json-report", f"--json-report-file={report_path}",
                 "--json-report-omit", "collectors", "log", "streams", "warnings", "keywords",
                 "--lab", lab, "--submission", str(submission)]
+        if extra_checks:
+            argv.append(str(extra_checks))
         if only:
             argv += ["--only", ",".join(only)]
         if visible_only:

@@ -36,7 +36,7 @@ def test_every_check_has_a_server_that_fails_it_and_each_lab_has_correct_alterna
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server", cases(), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("server", [pytest.param(p, id=f"{p.parent.name}/{p.name}") for p in cases()])
 def test_verdict(server: Path) -> None:
     lab, exp = server.parent.name, load(server)
     ids = [c.id for c in catalogue.checks(lab)]

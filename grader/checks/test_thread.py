@@ -18,6 +18,8 @@ from .common import PATIENCE, Start, served, state, wait_until
 
 LAB = "thread"
 MiB = 1 << 20
+# A prethreaded pool of 32 workers is legal: never more clients at once than that.
+WAVE = 28
 LOG = re.compile(r"server received (\d+) \((\d+) total\) bytes on fd (\d+)\s*$")
 UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyaddr": "getnameinfo",
           "strtok": "strtok_r", "ctime": "ctime_r", "asctime": "asctime_r", "localtime": "localtime_r",
@@ -79,7 +81,7 @@ def test_thread_leak(server: Start) -> None:
     s = server()
 
     def wave() -> None:
-        clients = served(s, 40, what="a wave of clients, to see whether their threads are released")
+        clients = served(s, WAVE, what="a wave of clients, to see whether their threads are released")
         close_all(clients)
 
     def settled() -> tuple[int, int]:
@@ -100,7 +102,7 @@ def test_thread_leak(server: Start) -> None:
     threads, vm = settled()
     grown = (vm - base_vm) * 1024
     if threads > base_threads or grown > 96 * MiB:
-        fail("served a warm-up wave of 40 clients, then 3 more waves of 40 (all connected at once, then all "
+        fail(f"served a warm-up wave of {WAVE} clients, then 3 more waves of {WAVE} (all connected at once, then all "
              "left); compared threads and VmSize after the warm-up and after the waves",
              f"threads went from {base_threads} to {threads}; virtual memory from {base_vm // 1024} MiB to "
              f"{vm // 1024} MiB ({grown / MiB:+.0f} MiB)",
@@ -113,15 +115,16 @@ def test_thread_leak(server: Start) -> None:
 @graded(LAB, "connfd-race")
 def test_connfd_race(server: Start) -> None:
     s = server()
-    for burst in range(3):
-        clients = connect_many(s.port, 60)
+    bursts = 5
+    for burst in range(bursts):
+        clients = connect_many(s.port, WAVE)
         try:
-            lines = random_lines(60, 20, 60)
+            lines = random_lines(WAVE, 20, 60)
             got = echo_many(clients, lines, PATIENCE)
         finally:
             close_all(clients)
-        wrong = [i for i in range(60) if got[i] and got[i] != lines[i]]
-        silent = [i for i in range(60) if not got[i]]
+        wrong = [i for i in range(WAVE) if got[i] and got[i] != lines[i]]
+        silent = [i for i in range(WAVE) if not got[i]]
         if wrong or silent:
             others = {ln: j for j, ln in enumerate(lines)}
             detail = []
@@ -129,7 +132,7 @@ def test_connfd_race(server: Start) -> None:
                 j = others.get(got[i])
                 detail.append(f"client {i + 1} received " + (f"client {j + 1}'s line" if j is not None
                                                              else f"{got[i][:40]!r}"))
-            fail(f"burst {burst + 1} of 3: 60 clients connected at the same moment, each sent its own line",
+            fail(f"burst {burst + 1} of {bursts}: {WAVE} clients connected at the same moment, each sent its own line",
                  f"{len(wrong)} got wrong data and {len(silent)} got no answer within {PATIENCE:.0f} s"
                  + (": " + "; ".join(detail) if detail else "") + f"; {state(s)}",
                  rule="the connected descriptor reaches its thread without a race (not through a variable "
