@@ -4,26 +4,88 @@ one bug loses that check's points (and keeps the points its `expect.json` says i
 Each directory tests/servers/<lab>/<name>/ is a lab directory (Makefile, sources) with an
 `expect.json`: {"why": "...", "fails": [ids], "passes": [ids] | "all"}. `"passes": "all"`
 with no fails marks a correct alternative design: it must score full marks.
+
+The selected servers are graded two at a time (this machine has 2 cores), each in its own
+`labgrade grade` process, the first time a test needs a verdict; in the `docker` isolation
+too, where the scores must equal the `local` ones.
 """
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from grader import catalogue, grade
+from grader import catalogue
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ROOT / "tests" / "servers"
+JOBS = 2
 
 
 def cases() -> list[Path]:
     return sorted(p.parent for p in SERVERS.glob("*/*/expect.json"))
 
 
-def load(d: Path) -> dict:
+def load(d: Path) -> dict[str, Any]:
     return json.loads((d / "expect.json").read_text())
+
+
+def wanted_checks(server: Path) -> list[str] | None:
+    exp = load(server)
+    if exp["passes"] == "all":
+        return None
+    ids = [c.id for c in catalogue.checks(server.parent.name)]
+    keep = set(exp["fails"]) | set(exp["passes"])
+    return [c for c in ids if c in keep]
+
+
+def grade_cli(server: Path, isolation: str, out: Path) -> dict[str, Any]:
+    only = wanted_checks(server)
+    argv = [sys.executable, "-m", "grader", "grade", server.parent.name, str(server), "--json", str(out),
+            "--quiet", "--isolation", isolation, "--reference-root", str(ROOT / "reference")]
+    if only:
+        argv += ["--only", ",".join(only)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    if not out.exists():
+        return {"cli_error": f"exit {r.returncode}: {r.stderr[-2000:]}"}
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+class Verdicts:
+    """Gradings of the servers this session selected, made in parallel on first use."""
+
+    def __init__(self, session: pytest.Session, tmp: Path) -> None:
+        self.session, self.tmp = session, tmp
+        self.cache: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def get(self, server: Path, isolation: str) -> dict[str, Any]:
+        key = (str(server), isolation)
+        if key not in self.cache:
+            todo = {key}
+            for item in self.session.items:  # everything the selected tests will ask for
+                cs = getattr(item, "callspec", None)
+                if cs and "server" in cs.params:
+                    todo.add((str(cs.params["server"]), "local"))
+                    if item.get_closest_marker("docker"):
+                        todo.add((str(cs.params["server"]), "docker"))
+            todo -= set(self.cache)
+            with ThreadPoolExecutor(JOBS) as pool:
+                jobs = {k: pool.submit(grade_cli, Path(k[0]), k[1],
+                                       self.tmp / f"{k[1]}-{Path(k[0]).parent.name}-{Path(k[0]).name}.json")
+                        for k in todo}
+                for k, f in jobs.items():
+                    self.cache[k] = f.result()
+        return self.cache[key]
+
+
+@pytest.fixture(scope="session")
+def verdicts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Verdicts:
+    return Verdicts(request.session, tmp_path_factory.mktemp("verdicts"))
 
 
 def test_every_check_has_a_server_that_fails_it_and_each_lab_has_correct_alternatives() -> None:
@@ -32,25 +94,40 @@ def test_every_check_has_a_server_that_fails_it_and_each_lab_has_correct_alterna
         failed = {cid for e in mine for cid in e["fails"]}
         missing = [c.id for c in catalogue.checks(lab) if c.id not in failed]
         assert not missing, f"{lab}: no server in tests/servers/{lab} fails {missing}"
-        assert sum(1 for e in mine if e["passes"] == "all") >= 1, f"{lab}: no correct alternative design"
+        assert sum(1 for e in mine if e["passes"] == "all") >= 2, f"{lab}: fewer than 2 correct alternative designs"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("server", [pytest.param(p, id=f"{p.parent.name}/{p.name}") for p in cases()])
-def test_verdict(server: Path) -> None:
-    lab, exp = server.parent.name, load(server)
-    ids = [c.id for c in catalogue.checks(lab)]
-    wanted = set(exp["fails"]) | (set() if exp["passes"] == "all" else set(exp["passes"]))
-    only = None if exp["passes"] == "all" else [c for c in ids if c in wanted]
-    summary = grade(lab=lab, submission=server, only=only, reference_root=ROOT / "reference")
+def assert_expected(server: Path, summary: dict[str, Any]) -> None:
+    assert "cli_error" not in summary, summary.get("cli_error")
+    exp = load(server)
     status = {c["id"]: c for c in summary["checks"]}
     errors = {k: v["feedback"] for k, v in status.items() if v["status"] == "error"}
     assert not errors, f"environment errors: {errors}"
     for cid in exp["fails"]:
         assert status[cid]["status"] == "failed", f"{cid} should fail ({exp['why']}) but passed"
         assert status[cid]["score"] == 0
+    ids = [c.id for c in catalogue.checks(server.parent.name)]
     keep = ids if exp["passes"] == "all" else exp["passes"]
     wrongly = {c: status[c]["feedback"] for c in keep if status[c]["status"] != "passed"}
     assert not wrongly, f"checks that should pass failed: {wrongly}"
     if exp["passes"] == "all":
         assert summary["score"] == summary["max_score"] == 100
+
+
+PARAMS = [pytest.param(p, id=f"{p.parent.name}/{p.name}") for p in cases()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", PARAMS)
+def test_verdict(server: Path, verdicts: Verdicts) -> None:
+    assert_expected(server, verdicts.get(server, "local"))
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.parametrize("server", PARAMS)
+def test_verdict_in_docker_equals_local(server: Path, verdicts: Verdicts) -> None:
+    docker = verdicts.get(server, "docker")
+    assert_expected(server, docker)
+    local = verdicts.get(server, "local")
+    assert {c["id"]: c["score"] for c in docker["checks"]} == {c["id"]: c["score"] for c in local["checks"]}
