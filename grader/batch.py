@@ -5,14 +5,17 @@ cleanup), so one submission's crash, hang or hostility cannot reach the others o
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,64 @@ from xml.etree import ElementTree as ET
 from . import catalogue
 from .errors import ReportError, UsageError
 from .report import gradescope, ungradable
+from .run import GRADE_TIMEOUT
 from .schema import validate_summary
 
-PER_SUBMISSION_TIMEOUT = 900.0
+# The child's own time limit (GRADE_TIMEOUT) fires first and cleans up after itself; this one
+# is the backstop for a child that does not come back at all.
+PER_SUBMISSION_TIMEOUT = GRADE_TIMEOUT + 120.0
+
+# Each child `labgrade grade` dies with the batch, however the batch dies (SIGKILL included):
+# the kernel sends it SIGINT when its parent goes (PR_SET_PDEATHSIG), and on SIGINT a grading
+# stops its pytest process and removes every process of the submission. SIGINT is made to raise
+# KeyboardInterrupt even when the batch was started with SIGINT ignored (`cmd &` in a script).
+_CHILD_BOOT = (
+    "import ctypes, os, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGINT))  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(130)  # the batch is already gone\n"
+    "from grader.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+class _Children:
+    """The running child gradings, so an interrupted batch can stop them all."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.procs: set[subprocess.Popen[bytes]] = set()
+        self.stopping = threading.Event()
+
+    @contextlib.contextmanager
+    def track(self, p: subprocess.Popen[bytes]) -> Iterator[None]:
+        with self.lock:
+            self.procs.add(p)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.procs.discard(p)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGINT every running grading (each cleans up), SIGKILL what is left after `grace` s."""
+        self.stopping.set()
+        with self.lock:
+            procs = list(self.procs)
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+
+
+_CHILDREN = _Children()
 
 
 @dataclass(frozen=True)
@@ -77,27 +135,49 @@ def choose_isolation(isolation: str) -> str:
 
 
 def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
-              extra_checks: Path | None = None) -> dict[str, Any]:
-    """Grade one submission in a child `labgrade grade` process; always returns a summary."""
+              extra_checks: Path | None = None, children: _Children | None = None) -> dict[str, Any] | None:
+    """Grade one submission in a child `labgrade grade` process; returns its summary (a valid one,
+    or an `ungradable` one saying why), or None when the batch was interrupted meanwhile (then
+    nothing is written and a rerun grades it)."""
+    children = children or _CHILDREN
     dest = summary_path(out, job)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".json.part")
-    argv = [sys.executable, "-m", "grader", "grade", job.lab, str(job.directory), "--json", str(tmp),
-            "--isolation", isolation, "--quiet"]
+    tmp.unlink(missing_ok=True)
+    argv = [sys.executable, "-c", _CHILD_BOOT, str(os.getpid()), "grade", job.lab, str(job.directory),
+            "--json", str(tmp), "--isolation", isolation, "--quiet"]
     if reference_root:
         argv += ["--reference-root", str(reference_root)]
     if extra_checks:
         argv += ["--extra-checks", str(extra_checks)]
+    if children.stopping.is_set():
+        return None
     t0 = time.monotonic()
     reason = ""
+    timed_out = False
     try:
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PER_SUBMISSION_TIMEOUT)
-        reason = r.stderr.decode(errors="replace").strip()[-2000:]
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with children.track(p):
+            try:
+                _, err = p.communicate(timeout=PER_SUBMISSION_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                p.send_signal(signal.SIGINT)  # the child stops its checks and removes their processes
+                try:
+                    _, err = p.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    _, err = p.communicate()
+        if children.stopping.is_set() and p.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            return None
+        reason = err.decode(errors="replace").strip()[-2000:]
+        if timed_out:
+            raise TimeoutError(f"grading did not finish within {PER_SUBMISSION_TIMEOUT:.0f} s")
         summary = validate_summary(json.loads(tmp.read_text()))
         summary["submission"] = job.label
-    except subprocess.TimeoutExpired:
-        summary = ungradable(lab=job.lab, submission=job.label, seconds=time.monotonic() - t0,
-                             reason=f"grading did not finish within {PER_SUBMISSION_TIMEOUT:.0f} s")
+    except TimeoutError as e:
+        summary = ungradable(lab=job.lab, submission=job.label, seconds=time.monotonic() - t0, reason=str(e))
     except (OSError, ValueError, ReportError) as e:
         summary = ungradable(lab=job.lab, submission=job.label, seconds=time.monotonic() - t0,
                              reason=reason or f"no valid report: {e}")
@@ -107,6 +187,10 @@ def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
     part.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(part, dest)  # atomic: a killed batch never leaves a half-written summary
     return summary
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolation: str = "auto",
@@ -126,6 +210,9 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     if not todo_all:
         raise UsageError(f"no submissions under {root} (expected {root}/<student>/<lab>/)")
     out.mkdir(parents=True, exist_ok=True)
+    if extra_checks is not None and isolation == "auto":
+        con.print("labgrade: --extra-checks grades with the `local` isolation (the grader image holds only "
+                  "the checks built into it)")
     iso = choose_isolation("local" if extra_checks is not None and isolation == "auto" else isolation)
     jobs = jobs or os.cpu_count() or 1
     results: dict[Job, dict[str, Any]] = {}
@@ -139,18 +226,41 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     con.print(f"Grading {len(todo)} submission(s) ({len(results)} already graded) with {jobs} job(s), "
               f"isolation {iso}")
     t0 = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=con, transient=False) as bar:
-        task = bar.add_task("grading", total=len(todo))
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(grade_one, j, out, iso, reference_root, extra_checks): j for j in todo}
+    children = _Children()
+    # SIGTERM (a scheduler, `kill`) stops the batch the way Ctrl-C does
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is \
+        threading.main_thread() else None
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("ETA"), TimeRemainingColumn(), console=con, transient=False) as bar:
+            task = bar.add_task("grading", total=len(todo))
+            futures: dict[Future[dict[str, Any] | None], Job] = {
+                pool.submit(grade_one, j, out, iso, reference_root, extra_checks, children): j for j in todo}
             for f in as_completed(futures):
                 j = futures[f]
-                results[j] = f.result()
-                s = results[j]
+                try:
+                    s = f.result()
+                except Exception as e:  # never stop the class for one submission
+                    s = ungradable(lab=j.lab, submission=j.label, seconds=0.0, reason=f"batch error: {e!r}")
+                if s is None:
+                    continue
+                results[j] = s
                 note = f"{s['score']}/{s['max_score']}" if s["gradable"] else "NOT GRADED"
                 bar.console.print(f"  {j.label}: {note} ({s['seconds']:.1f} s)")
                 bar.advance(task)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        children.stop()
+        pool.shutdown(wait=True)
+        left = len(todo_all) - len(results)
+        con.print(f"[yellow]Interrupted[/]: {len(results)} of {len(todo_all)} submissions graded; "
+                  f"rerun the same command to grade the {left} left.")
+        return 130
+    finally:
+        pool.shutdown(wait=True)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     ordered = [(j, results[j]) for j in todo_all]
     write_gradebook(out / "gradebook.csv", ordered)
     write_junit(out / "junit.xml", ordered)
