@@ -39,6 +39,23 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="regrade submissions already graded")
     b.add_argument("--reference-root", type=Path)
     b.add_argument("--extra-checks", type=Path, help="a directory of the instructor's own (hidden) check modules")
+    h = sub.add_parser("handout", help="write the student bundle: assignments, workspace image, compose file, "
+                       "GitHub Classroom workflow (no reference, no hidden checks)")
+    h.add_argument("out", type=Path)
+    h.add_argument("--source", type=Path, help="the course repository (default: this grader's checkout, or .)")
+    h.add_argument("--force", action="store_true", help="replace an earlier bundle in OUT")
+    z = sub.add_parser("gradescope", help="build a Gradescope autograder zip for one lab")
+    z.add_argument("lab", choices=["fork", "select", "thread"])
+    z.add_argument("--out", type=Path, required=True, help="the zip to write (e.g. autograder.zip)")
+    z.add_argument("--source", type=Path, help="the course repository (default: this grader's checkout, or .)")
+    z.add_argument("--reference-root", type=Path, help="directory holding reference/<lab> (default: "
+                   "$LABGRADE_REFERENCE_ROOT or the source checkout)")
+    z.add_argument("--extra-checks", type=Path, help="the instructor's hidden check modules, graded on Gradescope")
+    z.add_argument("--timeout", type=float, default=540.0, help="seconds one grading may take (default 540)")
+    c = sub.add_parser("classroom", help="GitHub Classroom: points of graded labs (`Points N/M`, reporter output)")
+    c.add_argument("labs", nargs="+", choices=["fork", "select", "thread"])
+    c.add_argument("--results-dir", type=Path, required=True, help="holds LAB.json written by `labgrade grade --json`")
+    c.add_argument("--check", action="store_true", help="exit 1 below full marks")
     return p
 
 
@@ -47,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "grade":
             return _grade(args)
+        if args.command == "handout":
+            return _handout(args)
+        if args.command == "gradescope":
+            return _gradescope(args)
+        if args.command == "classroom":
+            from .handout import classroom_report
+
+            return classroom_report(args.labs, args.results_dir, check=args.check)
         from .batch import run_batch
 
         return run_batch(root=args.root, out=args.out, labs=_ids(args.labs) or [], jobs=args.jobs,
@@ -79,3 +104,36 @@ def _grade(args: argparse.Namespace) -> int:
         render(summary, rerun=rerun)
     errors = sum(c["status"] == "error" for c in summary["checks"])
     return EXIT_PARTIAL if errors else EXIT_GRADED
+
+
+def _handout(args: argparse.Namespace) -> int:
+    import time
+
+    from .handout import build_handout
+
+    t0 = time.monotonic()
+    files = build_handout(args.out, source=args.source, force=args.force)
+    print(f"Wrote the student bundle to {args.out} ({len(files)} files, {time.monotonic() - t0:.1f} s): "
+          "assignments/, docker-compose.yml (fork, select, thread), images/ (the workspace image), README.md, "
+          ".github/workflows/classroom.yml. No reference, no hidden checks.")
+    return EXIT_GRADED
+
+
+def _gradescope(args: argparse.Namespace) -> int:
+    import time
+
+    from .gradescope_zip import build_zip
+    from .handout import find_source_root
+
+    t0 = time.monotonic()
+    root = find_source_root(args.source)
+    if (root / "grader" / "checks" / "hidden").is_dir() and args.extra_checks is None:
+        print("labgrade: grader/checks/hidden/ is not packaged into the grader's wheel: pass it with "
+              "--extra-checks grader/checks/hidden to grade with it on Gradescope", file=sys.stderr)
+    names = build_zip(args.lab, args.out, source=root, reference_root=args.reference_root,
+                      extra_checks=args.extra_checks, timeout=args.timeout)
+    size = args.out.stat().st_size
+    print(f"Wrote {args.out} ({len(names)} files, {size / 1024:.0f} KiB, {time.monotonic() - t0:.1f} s) for lab "
+          f"{args.lab}. On Gradescope: a programming assignment, autograder zip upload, base image Ubuntu 22.04 "
+          "or newer; students submit their lab directory's files (or a folder named after the lab).")
+    return EXIT_GRADED
