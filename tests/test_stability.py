@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT
 
 from grader import catalogue, grade
-from support import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@
  */
 #include "netlib.h"
 
-/**************************
+/***********************************************************************
  * Error-reporting functions
- **************************/
+ **********************************************************************/
 
 void unix_error(const char *what)
 {
@@ -35,9 +35,9 @@ void app_error(const char *msg)
     exit(EXIT_FAILURE);
 }
 
-/*********************************
+/***********************************************************************
  * Process and signal functions
- *********************************/
+ **********************************************************************/
 
 pid_t Fork(void)
 {
@@ -67,9 +67,9 @@ handler_t *install_handler(int signum, handler_t *h, int flags)
     return old.sa_handler;
 }
 
-/*********************
+/***********************************************************************
  * Unix I/O functions
- *********************/
+ **********************************************************************/
 
 void Close(int fd)
 {
@@ -87,9 +87,9 @@ void set_nonblocking(int fd)
         unix_error("fcntl");
 }
 
-/***************************
+/***********************************************************************
  * Dynamic memory functions
- ***************************/
+ **********************************************************************/
 
 void *Malloc(size_t size)
 {
@@ -100,9 +100,9 @@ void *Malloc(size_t size)
     return p;
 }
 
-/*******************
+/***********************************************************************
  * Thread functions
- *******************/
+ **********************************************************************/
 
 void Pthread_detach(pthread_t tid)
 {
@@ -128,9 +128,9 @@ void Pthread_mutex_unlock(pthread_mutex_t *mutex)
         posix_error(rc, "pthread_mutex_unlock");
 }
 
-/*******************
+/***********************************************************************
  * Socket functions
- *******************/
+ **********************************************************************/
 
 /* listen_on - a socket listening on the address ai, or -1 (errno says why) */
 static int listen_on(const struct addrinfo *ai)
@@ -152,8 +152,8 @@ static int listen_on(const struct addrinfo *ai)
 
 /*
  * open_listenfd - a socket listening on port (a decimal number) on every
- * local address, IPv4 tried first; -1 with errno set if none could be made,
- * -2 if the port is not a valid service (getaddrinfo failed).
+ * local address, IPv4 tried first; -1 with errno set if none could be made
+ * (EINVAL, after a message on stderr, if port is not a valid port).
  */
 int open_listenfd(const char *port)
 {
@@ -166,7 +166,9 @@ int open_listenfd(const char *port)
     hints.ai_flags = AI_PASSIVE | AI_ADDRCONFIG | AI_NUMERICSERV; /* any address, numeric port */
     if ((rc = getaddrinfo(NULL, port, &hints, &list)) != 0) {
         fprintf(stderr, "getaddrinfo %s: %s\n", port, gai_strerror(rc));
-        return -2;
+        if (rc != EAI_SYSTEM)
+            errno = EINVAL;
+        return -1;
     }
     for (int pass = 0; pass < 2 && fd < 0; pass++)  /* pass 0: IPv4 only; pass 1: the rest */
         for (p = list; p != NULL && fd < 0; p = p->ai_next)
@@ -180,8 +182,6 @@ int Open_listenfd(const char *port)
 {
     int fd = open_listenfd(port);
 
-    if (fd == -2)
-        app_error("Open_listenfd: bad port");
     if (fd < 0)
         unix_error("Open_listenfd");
     return fd;
@@ -201,9 +201,9 @@ int Accept(int listenfd, struct sockaddr *addr, socklen_t *addrlen)
     return fd;
 }
 
-/********************
+/***********************************************************************
  * Robust I/O (rio)
- ********************/
+ **********************************************************************/
 
 /*
  * rio_writen - write all n bytes of usrbuf to fd, despite short counts and

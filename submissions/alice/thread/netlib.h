@@ -29,48 +29,70 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAXLINE 8200     /* line buffer: a line of 8 KiB, its '\n' and a NUL fit */
-#define RIO_BUFSIZE 8192 /* size of the read buffer inside a rio_t */
-#define LISTENQ 1024     /* backlog of the listening socket */
+#define MAXLINE 8200        /* line buffer: a line of 8 KiB, its '\n' and a NUL */
+#define RIO_BUFSIZE 8192    /* read buffer inside a rio_t */
+#define LISTENQ 1024        /* backlog of the listening socket */
 
-/* Error reporting: print "what: reason" on stderr, then exit(EXIT_FAILURE) */
-void unix_error(const char *what);           /* reason from errno */
-void posix_error(int code, const char *what); /* reason from an error code (pthreads) */
-void gai_error(int code, const char *what);  /* reason from a getaddrinfo code */
-void app_error(const char *msg);             /* msg alone */
+/***********************************************************************
+ * Error reporting: "what: reason" on stderr, exit(EXIT_FAILURE)
+ **********************************************************************/
+void unix_error(const char *what);              /* reason from errno */
+void posix_error(int code, const char *what);   /* reason from an error number (pthread_*) */
+void gai_error(int code, const char *what);     /* reason from a getaddrinfo code */
+void app_error(const char *msg);                /* msg alone */
 
-/* Processes and signals */
+/***********************************************************************
+ * Processes and signals
+ **********************************************************************/
 typedef void handler_t(int);
 pid_t Fork(void);
+/* sigaction(signum) with handler h (or SIG_IGN, SIG_DFL) and sa_flags flags
+ * (0, SA_RESTART, ...); returns the previous handler */
 handler_t *install_handler(int signum, handler_t *h, int flags);
 
-/* Unix I/O */
+/***********************************************************************
+ * Unix I/O
+ **********************************************************************/
 void Close(int fd);
-void set_nonblocking(int fd);
+void set_nonblocking(int fd);   /* read, write, accept on fd fail with EAGAIN, never wait */
 
-/* Dynamic memory */
+/***********************************************************************
+ * Dynamic memory
+ **********************************************************************/
 void *Malloc(size_t size);
 
-/* Threads */
+/***********************************************************************
+ * Threads
+ **********************************************************************/
 void Pthread_detach(pthread_t tid);
 void Pthread_mutex_lock(pthread_mutex_t *mutex);
 void Pthread_mutex_unlock(pthread_mutex_t *mutex);
 
-/* Sockets */
+/***********************************************************************
+ * Sockets
+ **********************************************************************/
+/* a socket listening on every local address (IPv4 first) with SO_REUSEADDR,
+ * or -1 with errno set */
 int open_listenfd(const char *port);
 int Open_listenfd(const char *port);
-int Accept(int listenfd, struct sockaddr *addr, socklen_t *addrlen); /* exits on EINTR too */
+/* exits on ANY error, EINTR included: not for a loop a signal can interrupt */
+int Accept(int listenfd, struct sockaddr *addr, socklen_t *addrlen);
 
-/* Robust I/O: short counts and EINTR are dealt with here */
+/***********************************************************************
+ * Robust I/O: short counts and EINTR are dealt with here
+ **********************************************************************/
 typedef struct {
-    int fd;                  /* descriptor this buffer reads from */
-    ssize_t cnt;             /* unread bytes left in buf */
-    char *bufptr;            /* next unread byte in buf */
-    char buf[RIO_BUFSIZE];   /* bytes read from fd, not yet handed out */
+    int fd;                 /* descriptor this buffer reads from */
+    ssize_t cnt;            /* unread bytes left in buf */
+    char *bufptr;           /* next unread byte in buf */
+    char buf[RIO_BUFSIZE];  /* bytes read from fd, not yet handed out */
 } rio_t;
 
+/* all n bytes, or -1 (EPIPE, ECONNRESET, ...) */
 ssize_t rio_writen(int fd, const void *usrbuf, size_t n);
 void rio_readinitb(rio_t *rp, int fd);
+/* one line with its '\n' (the last may lack it), NUL-terminated; returns its
+ * length (at most maxlen - 1), 0 at EOF, -1 on error */
 ssize_t rio_readlineb(rio_t *rp, void *usrbuf, size_t maxlen);
 
 #endif /* NETLIB_H */
