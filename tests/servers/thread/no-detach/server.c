@@ -45,7 +45,7 @@ static void *thread(void *vargp)
     int connfd = (int)(intptr_t)vargp;  /* rule: a copy, not main's variable that accept reuses */
 
     /* BUG (thread-leak): no pthread_detach and nobody joins: when the thread returns, its
-     * stack (8 MiB of address space) and descriptor stay allocated for ever */
+     * stack (8 MiB of address space) stays allocated for ever */
     echo_cnt(connfd);
     Close(connfd);              /* rule: release the descriptor when the client is done */
     return NULL;
