@@ -59,10 +59,14 @@ def client() -> Iterator[Any]:
     c.close()
 
 
+_BUILT: set[str] = set()
+
+
 def ensure_image(client: Any, tag: str, target: str) -> str:
-    """The image, built from this checkout (images/Dockerfile, stage `target`) when it is missing,
-    so that `docker compose run --rm test` works on a fresh clone without a separate build."""
-    if dockeriso.image_present(tag):
+    """The image, (re)built from this checkout (images/Dockerfile, stage `target`) once per test
+    session: a second from the engine's cache when nothing changed, and never a stale grader
+    tested in place of this one. `docker compose run --rm test` thus works on a fresh clone."""
+    if tag in _BUILT:
         return tag
     root = Path(__file__).resolve().parent.parent
     log = []
@@ -75,6 +79,7 @@ def ensure_image(client: Any, tag: str, target: str) -> str:
     except Exception as e:  # noqa: BLE001 - any build failure ends the same way
         pytest.fail(f"the image {tag} is missing and building it failed ({e}): {BUILD_HINT}\n"
                     + "".join(log)[-3000:], pytrace=False)
+    _BUILT.add(tag)
     return tag
 
 
@@ -128,10 +133,6 @@ if pid == 0:
 _, st = os.waitpid(pid, 0)
 print("child-status", st, flush=True)
 """
-
-
-def labelled(client: Any, role: str = dockeriso.ROLE_GRADING) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{dockeriso.LABEL_ROLE}={role}"})
 
 
 # ----------------------------------------------------------------- the engine
@@ -357,10 +358,10 @@ def test_submission_tar_refuses_large_trees_and_keeps_links(tmp_path: Path) -> N
 
 
 def test_grade_reference_in_a_container(client: Any, grader_image: str) -> None:
-    before = {c.id for c in labelled(client)}
+    session = dockeriso.new_session()
     t0 = time.monotonic()
     summary = dockeriso.grade_in_container(lab="fork", submission=ROOT / "reference" / "fork",
-                                           image=grader_image, timeout=600)
+                                           image=grader_image, timeout=600, session=session)
     seconds = time.monotonic() - t0
     assert validate_summary(summary) is summary
     assert summary["lab"] == "fork" and summary["gradable"] is True
@@ -368,7 +369,9 @@ def test_grade_reference_in_a_container(client: Any, grader_image: str) -> None:
     # an `error` here is the container's fault (a missing capability, a limit): none allowed
     errors = {c["id"]: c["feedback"] for c in summary["checks"] if c["status"] == "error"}
     assert not errors, errors
-    assert {c.id for c in labelled(client)} == before, "the grading container was not removed"
+    mine = {"label": f"{dockeriso.LABEL_SESSION}={session}"}
+    assert client.containers.list(all=True, filters=mine) == [], "the grading container was not removed"
+    assert client.volumes.list(filters=mine) == [], "the grading volume was not removed"
     print(f"graded reference/fork in a container in {seconds:.1f} s: {summary['score']}/{summary['max_score']}")
 
 
@@ -380,18 +383,14 @@ def test_grade_in_container_visible_only_and_only(client: Any, grader_image: str
     assert ran == {"build", "echo"}, summary
 
 
-def grading_volumes(client: Any) -> set[str]:
-    return {v.name for v in client.volumes.list(
-        filters={"label": f"{dockeriso.LABEL_ROLE}={dockeriso.ROLE_GRADING}"})}
-
-
 def test_timeout_is_an_isolation_error_and_leaves_nothing(client: Any, grader_image: str) -> None:
-    before, volumes_before = {c.id for c in labelled(client)}, grading_volumes(client)
+    session = dockeriso.new_session()  # other gradings may run on this engine: look at ours only
     with pytest.raises(IsolationError, match="did not finish"):
         dockeriso.grade_in_container(lab="fork", submission=ROOT / "reference" / "fork",
-                                     image=grader_image, timeout=1)
-    assert {c.id for c in labelled(client)} == before
-    assert grading_volumes(client) == volumes_before
+                                     image=grader_image, timeout=1, session=session)
+    mine = {"label": f"{dockeriso.LABEL_SESSION}={session}"}
+    assert client.containers.list(all=True, filters=mine) == []
+    assert client.volumes.list(filters=mine) == []
 
 
 def test_missing_image_is_an_isolation_error(client: Any) -> None:

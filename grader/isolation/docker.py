@@ -334,9 +334,10 @@ def _describe_failure(container: Any, status: int) -> str:
 
 def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE,
                        only: list[str] | None = None, visible_only: bool = False, timeout: float = 600,
-                       extra_args: list[str] | None = None) -> dict[str, Any]:
+                       extra_args: list[str] | None = None, session: str | None = None) -> dict[str, Any]:
     """Grade `submission` (a lab directory on this machine) in a fresh container of `image`
-    and return the summary JSON produced inside it, schema-checked.
+    and return the summary JSON produced inside it, schema-checked. `session` labels the
+    container and its volume (default: a fresh id).
 
     Raises UsageError for a submission that is not a directory or is too large,
     IsolationError when the engine, the container or the grader inside failed,
@@ -345,7 +346,7 @@ def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE
     if not submission.is_dir():
         raise UsageError(f"{submission} is not a directory")
     payload = submission_tar(submission)  # before touching the engine: refuse early
-    session = new_session()
+    session = session or new_session()
     errors = _library_errors()
     c = client(timeout=max(60.0, timeout + 30))
     container = volume = None
