@@ -76,7 +76,7 @@ def ensure_image(client: Any, tag: str, target: str) -> str:
             log.append(str(chunk.get("stream") or chunk.get("error") or ""))
             if "error" in chunk:
                 raise RuntimeError(chunk["error"])
-    except Exception as e:  # noqa: BLE001 - any build failure ends the same way
+    except Exception as e:
         pytest.fail(f"the image {tag} is missing and building it failed ({e}): {BUILD_HINT}\n"
                     + "".join(log)[-3000:], pytrace=False)
     _BUILT.add(tag)
