@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -83,12 +84,15 @@ def wheel_requirements(wheel: Path) -> list[str]:
         text = z.read(meta).decode()
     reqs = []
     for line in text.splitlines():
-        if line.startswith("Requires-Dist:"):
-            req = line.split(":", 1)[1].strip()
-            name = req.split(";")[0].strip()
-            if "extra ==" in req or name.split("<")[0].split(">")[0].split("=")[0].strip().lower() in NOT_NEEDED:
-                continue
-            reqs.append(name)
+        if not line.startswith("Requires-Dist:"):
+            continue
+        req, _, marker = line.split(":", 1)[1].partition(";")
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if m is None or "extra" in marker or m.group(1).lower() in NOT_NEEDED:
+            continue
+        # `name (>=1.0)` (older setuptools) and `name>=1.0` alike become `name>=1.0`
+        spec = re.sub(r"[\s()]", "", req)
+        reqs.append(spec + (f"; {marker.strip()}" if marker.strip() else ""))
     return reqs
 
 
