@@ -178,9 +178,22 @@ def check_robust_disconnect(start: Start) -> None:
                 c.reset()
 
         def unread_then_close() -> None:
-            c = Client(s.port)
-            c.send(b"".join(random_lines(400, 100, 200)))
-            c.close()  # unread echo: the kernel answers the server's writes with a reset
+            for _ in range(3):
+                c = Client(s.port)
+                c.send(b"".join(random_lines(400, 100, 200)))
+                c.close()  # unread echo: the kernel answers the server's writes with a reset
+                time.sleep(0.02)
+
+        def half_close_then_vanish() -> None:
+            # The end of input (FIN) reaches the server first, so its socket is in CLOSE_WAIT when
+            # the reset that answers its echo arrives: the kernel then fails the next write with
+            # EPIPE and raises SIGPIPE, every time, not just when a race goes that way.
+            for _ in range(5):
+                c = Client(s.port)
+                c.send(b"".join(random_lines(200, 60, 140)) + random_line(40)[:-1])
+                c.shutdown_write()
+                c.close()
+                time.sleep(0.02)
 
         def mid_write() -> None:
             c = Client(s.port)
@@ -190,7 +203,9 @@ def check_robust_disconnect(start: Start) -> None:
             c.reset()
 
         scenarios = [("a client sent part of a line and reset its connection", mid_line),
-                     ("a client sent 400 lines and closed without reading any echo", unread_then_close),
+                     ("5 times, a client sent 200 lines, closed its sending side and vanished without reading "
+                      "any echo (the server's writes are answered by a reset)", half_close_then_vanish),
+                     ("3 times, a client sent 400 lines and closed without reading any echo", unread_then_close),
                      ("a client sent about 1 MiB without reading, then reset while the server was writing to it",
                       mid_write)]
         for what, act in scenarios:
