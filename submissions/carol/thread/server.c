@@ -42,7 +42,7 @@ static void echo_cnt(int connfd)
 /* thread - serve the client whose descriptor vargp carries, as a value */
 static void *thread(void *vargp)
 {
-    int connfd = *(int *)vargp;         /* reads main's connfd: by now the next accept may have overwritten it */
+    int connfd = *(int *)vargp;         /* main's connfd: the next accept may have changed it */
 
     Pthread_detach(pthread_self()); /* rule: its resources go back when it returns */
     echo_cnt(connfd);
