@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ROOT
 
 from grader import catalogue
-from support import ROOT
 
 SERVERS = ROOT / "tests" / "servers"
 JOBS = 2
