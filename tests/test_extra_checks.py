@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from grader import grade
-from support import ROOT
 
 pytestmark = pytest.mark.slow
 
