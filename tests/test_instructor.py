@@ -277,7 +277,8 @@ def _bundle_workspace_through_the_api(bundle: Path) -> None:
             out = ct.logs().decode(errors="replace")
         finally:
             ct.remove(force=True)
-        assert re.search(r"build\s+.\s*PASS", out) and re.search(rf"total\s.*5/{visible_points('fork')}", out), out[-3000:]
+        total = rf"total\s.*5/{visible_points('fork')}"
+        assert re.search(r"build\s+.\s*PASS", out) and re.search(total, out), out[-3000:]
     finally:
         client.images.remove(tag, force=True)
 
