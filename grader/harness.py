@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -16,11 +17,12 @@ import pexpect
 
 from . import probes
 from .errors import GradingEnvironmentError
-from .output import BoundedOutput
-from .sandbox import Sandbox, SubmissionTooLarge
+from .output import BoundedOutput, size
+from .sandbox import Sandbox, SubmissionTooLarge, cgroup_memory_limit, cgroup_oom_kills
 
 BUILD_TIMEOUT = 60.0
 BUILD_DISK_LIMIT = 256 << 20
+BUILD_FILE_LIMIT = 20000   # files a build may create in the lab directory (each costs the disk check a stat)
 READY_TIMEOUT = 5.0        # LABS.md promises 3 s; we wait longer so a loaded machine never fails a correct server
 TSAN_READY_TIMEOUT = 15.0
 TSAN_FLAGS = {"CFLAGS": "-g -O1 -fsanitize=thread", "LDFLAGS": "-fsanitize=thread"}
@@ -71,13 +73,15 @@ def build(source: Path, sandbox: Sandbox, name: str, *, make_vars: dict[str, str
         sandbox.spawned.discard(proc.pid)
         reader.join(2)
         proc.stdout.close()
+    stopped = sandbox.violation(t0)
+    if stopped:  # the watchdog killed the build: that is why make ended
+        problem = f"the build was stopped by the grader: {stopped}"
+    if problem.startswith("the build wrote more than") or problem.startswith("the build created more than"):
+        shutil.rmtree(work, ignore_errors=True)  # give the space back now: nothing of it will run
     binary = work / "server"
     if not problem and not (binary.is_file() and os.access(binary, os.X_OK)):
         problem = "`make` succeeded but no executable `server` appeared in the lab directory"
-    text = out.text(8000)
-    if out.truncated:
-        text += f"\n[build output cut: {out.total:,} bytes in all]"
-    return BuildResult(not problem, work, text, time.monotonic() - t0, problem, sandbox)
+    return BuildResult(not problem, work, out.text(8000), time.monotonic() - t0, problem, sandbox)
 
 
 def _wait_build(proc: subprocess.Popen[bytes], work: Path, timeout: float) -> str:
@@ -91,25 +95,31 @@ def _wait_build(proc: subprocess.Popen[bytes], work: Path, timeout: float) -> st
             pass
         if time.monotonic() >= deadline:
             return f"the build did not finish within {timeout:.0f} s and was stopped"
-        used = _disk_usage(work)
+        used, files = _disk_usage(work)
         if used > BUILD_DISK_LIMIT:
             return (f"the build wrote more than {BUILD_DISK_LIMIT >> 20} MiB into the lab directory "
-                    f"({used >> 20} MiB) and was stopped")
+                    f"({size(used)}) and was stopped")
+        if files > BUILD_FILE_LIMIT:
+            return f"the build created more than {BUILD_FILE_LIMIT} files in the lab directory and was stopped"
 
 
-def _disk_usage(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
+def _disk_usage(path: Path) -> tuple[int, int]:
+    """(bytes of disk, number of entries) under path; stops counting past the limits."""
+    total = count = 0
+    for dirpath, dirs, files in os.walk(path):
+        for f in files + dirs:
+            count += 1
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
-    return total
+        if total > BUILD_DISK_LIMIT or count > BUILD_FILE_LIMIT:
+            break
+    return total, count
 
 
 def _pump(fd: int, sink: BoundedOutput) -> None:
     while True:
         try:
-            data = os.read(fd, 65536)
+            data = os.read(fd, 1 << 20)
         except OSError:
             return
         if not data:
@@ -131,6 +141,8 @@ class Server:
     started_at: float = 0.0
     _drain: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _oom_kills: int | None = None  # the cgroup's OOM-kill count when the server started
+    _stopping: bool = False        # the grader is ending it: SIGTERM/SIGKILL from here on are ours
 
     @property
     def pid(self) -> int:
@@ -139,6 +151,8 @@ class Server:
 
     def start(self) -> Server:
         work = self.build.directory
+        self._oom_kills = cgroup_oom_kills()
+        self.sandbox.peak_memory = 0
         try:
             self.child = pexpect.spawn(
                 str(self.build.binary), [str(self.port)], cwd=str(work),
@@ -154,13 +168,16 @@ class Server:
         return self
 
     def _drain_loop(self) -> None:
+        """Read the terminal all the time, so printing never blocks the server. Past the kept
+        head, a flood is read in large gulps: a short pause lets the pty's buffer fill, which
+        costs the grader little CPU and still lets a flooding server write tens of MB/s."""
         assert self.child is not None
         fd = self.child.child_fd
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select([fd], [], [], 0.05)
                 if ready:
-                    data = os.read(fd, 65536)
+                    data = os.read(fd, 1 << 20)
                     if not data:
                         return
                     self.output.feed(data)
@@ -181,20 +198,55 @@ class Server:
 
     def alive(self) -> bool:
         p = probes.proc(self.pid)
+        if p is not None and not p.zombie and self.sandbox.violation(self.started_at):
+            # the watchdog has killed it: a process with a lot of memory takes a moment to die
+            deadline = time.monotonic() + 1.0
+            while p is not None and not p.zombie and time.monotonic() < deadline:
+                time.sleep(0.01)
+                p = probes.proc(self.pid)
         return p is not None and not p.zombie
 
     def exit_description(self) -> str:
-        """How the server ended, for feedback ('killed by SIGPIPE', 'exited with status 1')."""
+        """How the server ended, for feedback ('killed by SIGPIPE', 'exited with status 1'), with
+        the reason when a limit ended it ('killed by the grader (SIGKILL): its processes used 1100
+        MiB of memory, more than the limit of 1024 MiB'); or 'still running' (and how busy)."""
         p = probes.proc(self.pid)
         if p is not None and not p.zombie:
+            elapsed = time.monotonic() - self.started_at
+            if elapsed > 1 and p.cpu_seconds > 0.25 * elapsed:
+                return f"still running, and busy: {p.cpu_seconds:.1f} s of CPU time in its {elapsed:.1f} s"
             return "still running"
         assert self.child is not None
         with contextlib.suppress(Exception):
             self.child.wait()
         sig, code = self.child.signalstatus, self.child.exitstatus
-        if sig is not None:
-            return f"killed by {signal.Signals(sig).name}"
-        return f"exited with status {code}"
+        if sig is None:
+            return f"exited with status {code}"
+        name = signal.Signals(sig).name
+        lim = self.sandbox.limits
+        if sig == signal.SIGKILL:
+            why = self.sandbox.violation(self.started_at)
+            if why:
+                return f"killed by the grader (SIGKILL): {why}"
+            oom = cgroup_oom_kills()
+            if oom is not None and self._oom_kills is not None and oom > self._oom_kills:
+                limit = cgroup_memory_limit()
+                return ("killed by the kernel's out-of-memory killer (SIGKILL) after using "
+                        f"{size(self.sandbox.peak_memory)}"
+                        + (f": the grading's memory limit of {size(limit)} was reached" if limit else ""))
+            if self._stopping:
+                return "killed by SIGKILL (stopped by the grader)"
+            return ("killed by SIGKILL, which the grader did not send: a process of the submission sent it "
+                    "(kill(-1, SIGKILL)?), or the kernel did")
+        reasons = {
+            signal.SIGXCPU: f": it used more than the limit of {lim.cpu_seconds} s of CPU time",
+            signal.SIGXFSZ: f": it tried to write a file larger than the limit of {size(lim.file_size)}",
+            signal.SIGSEGV: " (a segmentation fault: an invalid memory access)",
+            signal.SIGBUS: " (a bus error: an invalid memory access)",
+            signal.SIGABRT: " (abort(): a failed assert, or the C library found its heap corrupted)",
+            signal.SIGPIPE: " (it wrote to a connection its client had closed, with SIGPIPE not ignored)",
+        }
+        return f"killed by {name}{reasons.get(signal.Signals(sig), '')}"
 
     def type_line(self, text: str) -> None:
         """Type a line on the server's terminal (its standard input)."""
@@ -209,6 +261,7 @@ class Server:
         """SIGTERM, then SIGKILL, of the server and everything it started."""
         if self.child is None:
             return
+        self._stopping = True
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)

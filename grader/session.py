@@ -3,6 +3,7 @@ and the servers the checks start."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from . import probes
@@ -10,6 +11,11 @@ from .errors import GradingEnvironmentError
 from .harness import TSAN_FLAGS, BuildResult, Server, build
 from .sandbox import Sandbox
 from .verdict import NotGraded, fail
+
+# A grading's bound: the checks of a correct server take 5-15 s (40 s on a busy machine); a server
+# that makes every check wait out its time limits (one that never listens, or never accepts)
+# would take minutes. Checks that start after this many seconds of grading are not run.
+GRADING_BUDGET = 150.0
 
 
 def default_reference_root() -> Path | None:
@@ -24,15 +30,30 @@ def default_reference_root() -> Path | None:
     return None
 
 
+def hidden_from_students(submission: Path, reference_root: Path | None) -> list[Path]:
+    """What student code must not see, wherever it lies (root's private view of the file system
+    covers these on top of every non-system tree): the reference, the grader's own package (its
+    checks), and the class the submission belongs to (ROOT/<student>/<lab>: ROOT)."""
+    out = [Path(__file__).resolve().parent]
+    if reference_root is not None:
+        out.append(reference_root)
+    klass = Path(submission).resolve().parent.parent
+    if klass != klass.parent:  # never "/"
+        out.append(klass)
+    return out
+
+
 class GradingSession:
     def __init__(self, lab: str, submission: Path, reference_root: Path | None = None) -> None:
         self.lab = lab
         self.submission = submission
         self.reference_root = reference_root
-        self.sandbox = Sandbox()
+        self._hide = hidden_from_students(submission, reference_root)
+        self.sandbox = Sandbox(hide=self._hide)
         self._ref_sandbox: Sandbox | None = None  # the reference runs as another uid than student code
         self._builds: dict[str, BuildResult] = {}
         self.servers: list[Server] = []
+        self.started_at = time.monotonic()
 
     # -- builds --------------------------------------------------------------------
     def _build(self, key: str, source: Path, make_vars: dict[str, str] | None = None,
@@ -64,7 +85,7 @@ class GradingSession:
                 "the reference server is not available to this grader (set LABGRADE_REFERENCE_ROOT "
                 "or --reference-root); vs-reference runs only where the instructor grades")
         if self._ref_sandbox is None:
-            self._ref_sandbox = Sandbox()
+            self._ref_sandbox = Sandbox(hide=self._hide)
         b = self._build("reference", src, sandbox=self._ref_sandbox)
         if not b.ok:
             raise GradingEnvironmentError(f"the reference server did not build: {b.problem}\n{b.output}")
@@ -75,15 +96,24 @@ class GradingSession:
               env: dict[str, str] | None = None, what: str = "the server") -> Server:
         """A fresh server, ready (listening) or the end of the check with the reason."""
         b = b or self.built()
+        spent = time.monotonic() - self.started_at
+        if spent > GRADING_BUDGET:
+            fail("did not start your server for this check",
+                 f"this grading had already taken {spent:.0f} s, more than its budget of {GRADING_BUDGET:.0f} s: "
+                 "the checks above waited for your server up to their time limits, so the checks left were not run",
+                 rule="grading ends within a bound: a server that makes every check wait out its time limit "
+                      "loses the checks that no longer fit",
+                 hint="make the checks above pass (start with `echo`): a server that answers makes them quick")
         port = self.sandbox.allocate_port()
         s = Server(b, b.sandbox or self.sandbox, port, tsan=tsan, env_extra=env or {})
         self.servers.append(s)
         s.start()
         if not s.wait_ready():
             state = s.exit_description()
+            verb = "is" if state.startswith("still") else "was" if state.startswith("killed") else "has"
             out = s.output.text(2000).strip() or "(nothing)"
             fail(f"started `./server {port}` and waited for a socket listening on port {port}",
-                 f"no listening socket appeared ({what} is {state}); its output was:\n{out}",
+                 f"no listening socket appeared ({what} {verb} {state}); its output was:\n{out}",
                  rule="the server listens on TCP port PORT on every local address within 3 s of start",
                  hint="check the port argument, bind/listen errors, and that main does not exit")
         return s

@@ -20,6 +20,12 @@ A volume outlives the container's exit. Only root writes there (the submission, 
 root-owned, at most 50 MiB, and the summary in out/, 0700): student code runs as an
 unprivileged uid, in a copy under /tmp, and can neither read nor forge the summary.
 
+The uids student code runs as inside the container are reserved here, on the host, from
+the same locked pool as local gradings (`LABGRADE_UIDS`): RLIMIT_NPROC and kill(-1) count
+a uid across every container of the machine, so two gradings must never share one.
+A submission too large to be a lab directory is not sent at all: it is graded here, with
+the `build` check saying why, exactly as the local isolation does.
+
 Works with Docker's Python SDK 5.0 (Debian bookworm's python3-docker) and 7.x.
 """
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IsolationError, UsageError
+from ..sandbox import IDLE_ENV, UIDS_ENV, reserve_uids
 
 DEFAULT_IMAGE = os.environ.get("LABGRADE_IMAGE", "labgrade-grader:latest")
 
@@ -61,7 +68,11 @@ SKIP_NAMES = {".git", "__pycache__"}
 PIDS_LIMIT = 512
 MEMORY = 2 * 1024 * MiB
 NANO_CPUS = 2_000_000_000
-TMPFS_TMP = "rw,exec,nosuid,nodev,size=1g,mode=1777"
+# /tmp holds the copies, the builds (each stopped past 256 MiB) and what student code writes
+# there; it is memory, charged to the container: 512 MiB of it plus the watchdog's 1 GiB for
+# the submission's processes leave the grader room within MEMORY.
+TMPFS_TMP = "rw,exec,nosuid,nodev,size=512m,mode=1777"
+UIDS_PER_GRADING = 2  # the submission's and the reference's
 
 # What the grader, as root inside the container, needs, and nothing more:
 #   CHOWN         hand its copy of the submission to the student uid
@@ -172,8 +183,14 @@ def container_options(*, session: str, role: str = ROLE_GRADING, volume: str | N
     return opts
 
 
+SESSION_PREFIX_ENV = "LABGRADE_SESSION_PREFIX"
+
+
 def new_session() -> str:
-    return uuid.uuid4().hex
+    """A fresh session id (the label of one grading's container and volume), after the caller's
+    $LABGRADE_SESSION_PREFIX if set: a batch or a test run can then find exactly its own objects."""
+    prefix = "".join(ch for ch in os.environ.get(SESSION_PREFIX_ENV, "") if ch.isalnum() or ch in "-_")[:40]
+    return prefix + uuid.uuid4().hex
 
 
 def create_volume(c: Any, session: str, role: str = ROLE_GRADING) -> Any:
@@ -210,8 +227,8 @@ def submission_tar(submission: Path, *, arcname: str = "submission",
     Raises UsageError when the tree holds more than `max_bytes` or `max_files`."""
     buf = io.BytesIO()
     total = files = 0
-    too_large = UsageError(
-        f"{submission}: more than {max_files} files or {max_bytes // MiB} MiB; "
+    too_large = SubmissionTooLarge(
+        f"the submission holds more than {max_files} files or {max_bytes // MiB} MiB; "
         "a lab directory needs a few sources, a header and a Makefile")
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         top = _tar_info(arcname, submission.stat(), tarfile.DIRTYPE)
@@ -249,6 +266,10 @@ def submission_tar(submission: Path, *, arcname: str = "submission",
                 tar.addfile(ti, io.BytesIO(data))
             # fifos, sockets, devices: nothing to grade there
     return buf.getvalue()
+
+
+class SubmissionTooLarge(UsageError):
+    """Raised by submission_tar: the tree is not sent; grade_in_container grades it as a failed build."""
 
 
 def _out_dir_tar() -> bytes:
@@ -332,6 +353,26 @@ def _describe_failure(container: Any, status: int) -> str:
     return why + (f"; its last output:\n{tail}" if tail else "")
 
 
+def too_large_summary(*, lab: str, why: str, only: list[str] | None = None,
+                      visible_only: bool = False) -> dict[str, Any]:
+    """The summary of a submission refused before it was sent: its build fails (with the same
+    feedback as in the local isolation) and every other check is not graded."""
+    from .. import catalogue
+    from ..verdict import CheckFailed, NotGraded
+
+    build = CheckFailed("copied your lab directory to an empty directory and ran `make` there",
+                        f"{why}. Output of make:\n(none)",
+                        rule="`make` builds an executable `server` in the lab directory",
+                        hint="run `make clean && make` in your lab directory and fix the first error shown")
+    rest = NotGraded("Not graded: the build failed, so no server could run (see the `build` check).")
+    rows = [{"id": c.id, "status": "failed", "score": 0, "max_score": c.points, "visibility": c.visibility,
+             "feedback": (build if c.id == "build" else rest).feedback, "seconds": 0.0}
+            for c in catalogue.checks(lab)
+            if (not only or c.id in only) and (not visible_only or c.visibility == "visible")]
+    return _validate({"lab": lab, "submission": "", "gradable": True, "score": 0,
+                      "max_score": sum(r["max_score"] for r in rows), "seconds": 0.0, "checks": rows})
+
+
 def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE,
                        only: list[str] | None = None, visible_only: bool = False, timeout: float = 600,
                        extra_args: list[str] | None = None, session: str | None = None) -> dict[str, Any]:
@@ -339,17 +380,22 @@ def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE
     and return the summary JSON produced inside it, schema-checked. `session` labels the
     container and its volume (default: a fresh id).
 
-    Raises UsageError for a submission that is not a directory or is too large,
+    A submission too large to be a lab directory is not sent: its summary says so in `build`.
+    Raises UsageError for a submission that is not a directory,
     IsolationError when the engine, the container or the grader inside failed,
     ReportError (from the schema) when the summary is malformed."""
     submission = Path(submission)
     if not submission.is_dir():
         raise UsageError(f"{submission} is not a directory")
-    payload = submission_tar(submission)  # before touching the engine: refuse early
+    try:
+        payload = submission_tar(submission)  # before touching the engine: refuse early
+    except SubmissionTooLarge as e:
+        return too_large_summary(lab=lab, why=str(e), only=only, visible_only=visible_only)
     session = session or new_session()
     errors = _library_errors()
     c = client(timeout=max(60.0, timeout + 30))
     container = volume = None
+    uids, uid_locks = reserve_uids(UIDS_PER_GRADING)
     try:
         try:
             volume = create_volume(c, session)
@@ -357,7 +403,8 @@ def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE
                 image, **container_options(session=session, volume=volume.name,
                                            command=grading_command(lab=lab, only=only,
                                                                    visible_only=visible_only,
-                                                                   extra_args=extra_args)))
+                                                                   extra_args=extra_args),
+                                           environment={UIDS_ENV: ",".join(map(str, uids)), IDLE_ENV: "1"}))
             # out/ first (root, 0700), then the submission; both before the container starts
             if not container.put_archive(GRADING_DIR, _out_dir_tar()):
                 raise IsolationError("could not create the output directory in the container")
@@ -389,6 +436,8 @@ def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE
         return _validate(obj)
     finally:
         _remove(c, container, volume)
+        for fd in uid_locks:  # the container and every process of its uids are gone
+            os.close(fd)
         with contextlib.suppress(Exception):
             c.close()
 
