@@ -234,7 +234,9 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
     ref_build = grading.reference_build()
     sub_t: list[float] = []
     ref_t: list[float] = []
-    for _ in range(2):  # alternate, keep the best of each: the machine's noise hits both
+    for rounds in range(1, 5):  # alternate, keep the best of each: the machine's noise hits both
+        if rounds > 2 and min(sub_t) / max(min(ref_t), 0.05) <= 5:
+            break  # a third and fourth round only when the first two look slow: a load spike must not fail it
         ref = start(ref_build, what="the reference server")
         t = timed_workload(ref)
         if t is None:
@@ -253,7 +255,7 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
         sub_t.append(t)
     ratio = min(sub_t) / max(min(ref_t), 0.05)
     if ratio > 5:
-        fail("ran 16 clients x 100 lines at once, twice on your server and twice on the reference",
+        fail(f"ran 16 clients x 100 lines at once, {len(sub_t)} times on your server and on the reference, alternately",
              f"your server took {min(sub_t):.2f} s, the reference {min(ref_t):.2f} s: {ratio:.1f} times slower",
              rule="on the same workload, the submission is at most 5 times slower than the reference",
              hint="look for sleeps, one-byte reads or writes, or a lock held for a whole connection")
