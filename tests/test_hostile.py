@@ -1,0 +1,327 @@
+"""Hostile student code: whatever a submission does, grading ends within a bound, the verdict is
+right and explained, nothing of it keeps running, and the report is intact.
+
+Each directory tests/servers/hostile/<name>/ is a lab directory with a `hostile.json`:
+    {"lab": "fork", "why": "...",
+     "max_score": 5 | 0 | null,     # null: it serves correctly while misbehaving, then
+     "passes": [ids],               #   these checks must pass
+     "feedback": {id: "text"},      # the feedback of check `id` must say this
+     "forbidden": ["LEAKED"],       # no feedback may say this (what the program managed to steal)
+     "generate": {"files": N, "bytes": B},  # made at run time (a tree too large to commit)
+     "local": true | false, "local_why": "..."}  # false: not contained by the local isolation
+     "local_requires": "private-fs"}  # contained locally only with root's private view of the
+                                      #   file system (not inside an ordinary container)
+
+Every case is graded by the command line (`python3 -m grader grade LAB DIR --json ... --quiet`)
+in the docker isolation, and in the local one when the tests run as root and "local" is true.
+The gradings run two at a time (this machine has 2 cores) the first time a test needs one.
+A mixed batch then shows that one hostile submission among normal ones changes none of
+their scores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import ROOT, student_processes
+
+from grader.errors import ReportError
+from grader.sandbox import private_fs_supported
+from grader.schema import validate_summary
+
+HOSTILE = ROOT / "tests" / "servers" / "hostile"
+BOUND = 180.0   # seconds: a grading of one lab, whatever the submission does
+JOBS = 2
+IS_ROOT = os.geteuid() == 0
+CANARY = {"lab": "fork", "submission": "canary/fork", "gradable": True, "score": 42, "max_score": 100,
+          "seconds": 1.0, "checks": []}
+
+
+def cases() -> list[Path]:
+    return sorted(p.parent for p in HOSTILE.glob("*/hostile.json"))
+
+
+def load(case: Path) -> dict[str, Any]:
+    return json.loads((case / "hostile.json").read_text())  # type: ignore[no-any-return]
+
+
+def materialize(case: Path, lab_dir: Path) -> Path:
+    """A copy of the case at lab_dir (a student's lab directory), with what it generates at run time."""
+    meta = load(case)
+    shutil.copytree(case, lab_dir, ignore=shutil.ignore_patterns("hostile.json", "server", "*.o"))
+    gen = meta.get("generate")
+    if gen:
+        junk = lab_dir / "junk"
+        junk.mkdir()
+        block = os.urandom(gen["bytes"] // 2).hex().encode()
+        for i in range(gen["files"]):
+            (junk / f"part{i:05d}.c").write_bytes(block)
+    return lab_dir
+
+
+def world_readable_dir(prefix: str) -> Path:
+    """A directory under the machine's temp dir that anyone may enter (0755, root's when root)."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o755)
+    return d
+
+
+def plant_canary(where: Path) -> Path:
+    """A report-like file that student code may read but must not be able to change."""
+    c = where / "summary.json"
+    c.write_text(json.dumps(CANARY))
+    c.chmod(0o644)
+    return c
+
+
+def labelled(prefix: str) -> list[str]:
+    """Containers and volumes of the docker isolation whose session starts with prefix."""
+    from grader.isolation import docker as dockeriso
+
+    c = dockeriso.client()
+    try:
+        names = [ct.name for ct in c.containers.list(all=True, filters={"label": dockeriso.LABEL_SESSION})
+                 if ct.labels.get(dockeriso.LABEL_SESSION, "").startswith(prefix)]
+        names += [v.name for v in c.volumes.list(filters={"label": dockeriso.LABEL_SESSION})
+                  if (v.attrs.get("Labels") or {}).get(dockeriso.LABEL_SESSION, "").startswith(prefix)]
+        return names
+    finally:
+        c.close()
+
+
+def orphans() -> list[str]:
+    """Processes of the grader's uid pool adopted by init: escaped from some grading."""
+    from grader import probes
+    from grader.sandbox import UID_BASE, UID_COUNT
+
+    return [p.describe() for p in probes.all_procs()
+            if UID_BASE <= p.uid < UID_BASE + UID_COUNT and p.ppid == 1 and not p.zombie]
+
+
+def run_cli(argv: list[str], *, env: dict[str, str] | None = None, limit: float = BOUND + 60) -> dict[str, Any]:
+    """Run a grader command in its own session, killed past `limit`; its exit status, seconds, output."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "grader", *argv], cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)  # the grader tears its sandbox down on SIGINT
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        return {"rc": None, "seconds": time.monotonic() - t0, "stderr": f"killed after {limit:.0f} s\n{err}"}
+    return {"rc": proc.returncode, "seconds": time.monotonic() - t0, "stderr": err[-3000:], "stdout": out[-3000:]}
+
+
+def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
+    """Grade one case; the result, plus what it left behind right after."""
+    meta = load(case)
+    base = work / f"{isolation}-{case.name}"
+    base.mkdir(parents=True)
+    lab_dir = materialize(case, base / "class" / case.name / meta["lab"])
+    out = base / "summary.json"
+    canary = plant_canary(world_readable_dir("labgrade-hostile-canary-"))
+    # a careless instructor's reference: built, world-readable, world-executable, in the temp dir
+    ref = world_readable_dir("labgrade-hostile-reference-")
+    shutil.copytree(ROOT / "reference", ref / "reference", dirs_exist_ok=True)
+    subprocess.run(["make", "-s", "-C", str(ref / "reference" / meta["lab"])], check=True, capture_output=True)
+    for p in [ref, *ref.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() or os.access(p, os.X_OK) else 0))
+    prefix = f"hostile-{uuid.uuid4().hex[:8]}-"
+    argv = ["grade", meta["lab"], str(lab_dir), "--json", str(out), "--quiet", "--isolation", isolation,
+            "--reference-root", str(ref / "reference")]
+    try:
+        r = run_cli(argv, env={"LABGRADE_SESSION_PREFIX": prefix})
+        r["orphans"] = orphans()
+        r["containers"] = labelled(prefix) if isolation == "docker" else []
+        r["canary"] = json.loads(canary.read_text()) if canary.exists() else None
+    finally:
+        shutil.rmtree(canary.parent, ignore_errors=True)
+        shutil.rmtree(ref, ignore_errors=True)
+    try:
+        r["summary"] = validate_summary(json.loads(out.read_text()))
+    except (OSError, ValueError, ReportError) as e:
+        r["summary"] = None
+        r["stderr"] = f"no valid summary ({e})\n{r['stderr']}"
+    return r
+
+
+class Gradings:
+    """Gradings of the cases this session selected, made two at a time on first use."""
+
+    def __init__(self, session: pytest.Session, work: Path) -> None:
+        self.session, self.work = session, work
+        self.cache: dict[tuple[str, str], dict[str, Any]] = {}
+        self.left_after_all: list[str] = []
+
+    def get(self, case: Path, isolation: str) -> dict[str, Any]:
+        key = (case.name, isolation)
+        if key not in self.cache:
+            todo = {key}
+            for item in self.session.items:  # everything the selected tests will ask for
+                cs = getattr(item, "callspec", None)
+                if (cs and getattr(item, "originalname", "") == "test_hostile_case"
+                        and not item.get_closest_marker("skip")):
+                    todo.add((cs.params["case"].name, cs.params["isolation"]))
+            todo -= set(self.cache)
+            with ThreadPoolExecutor(JOBS) as pool:
+                jobs = {k: pool.submit(grade_case, HOSTILE / k[0], k[1], self.work) for k in sorted(todo)}
+                for k, f in jobs.items():
+                    self.cache[k] = f.result()
+            self.left_after_all = wait_for_no_student_processes()
+        return self.cache[key]
+
+
+def wait_for_no_student_processes(timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = student_processes()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def gradings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Gradings:
+    return Gradings(request.session, tmp_path_factory.mktemp("hostile"))
+
+
+def params() -> list[Any]:
+    out = []
+    for case in cases():
+        meta = load(case)
+        out.append(pytest.param(case, "docker", id=f"{case.name}-docker",
+                                marks=[pytest.mark.slow, pytest.mark.docker]))
+        skip = ("not run as root: the local isolation's uid, process limit and private file system need it"
+                if not IS_ROOT else f"not contained by the local isolation: {meta.get('local_why', '')}"
+                if not meta["local"] else f"no private view of the file system here: {meta.get('local_why', '')}"
+                if meta.get("local_requires") == "private-fs" and not private_fs_supported() else "")
+        out.append(pytest.param(case, "local", id=f"{case.name}-local",
+                                marks=[pytest.mark.slow] + ([pytest.mark.skip(reason=skip)] if skip else [])))
+    return out
+
+
+def test_the_corpus_covers_the_issue() -> None:
+    names = {c.name for c in cases()}
+    wanted = {"fork-bomb", "memory-bomb", "cpu-spin", "flood", "escape-daemon", "kill-all", "search-reference",
+              "exec-reference", "overwrite-reports", "listen-no-accept", "make-hangs", "make-fills-disk",
+              "too-large"}
+    assert wanted <= names, f"missing: {sorted(wanted - names)}"
+    from grader import catalogue
+
+    for case in cases():
+        meta = load(case)
+        assert meta["lab"] in catalogue.LABS and meta["why"], case.name
+        ids = {c.id for c in catalogue.checks(meta["lab"])}
+        if meta["max_score"] is None:
+            assert meta["passes"] and set(meta["passes"]) <= ids, case.name
+        else:
+            assert meta["max_score"] in (0, 5), case.name
+        assert set(meta.get("feedback", {})) <= ids, case.name
+        assert meta["local"] or meta.get("local_why"), f"{case.name}: say why the local isolation cannot contain it"
+        assert (case / "Makefile").is_file(), case.name
+        # the huge tree is made at run time: nothing large is committed
+        assert sum(p.stat().st_size for p in case.rglob("*") if p.is_file()) < 256 << 10, case.name
+
+
+@pytest.mark.parametrize(("case", "isolation"), params())
+def test_hostile_case(case: Path, isolation: str, gradings: Gradings) -> None:
+    meta = load(case)
+    r = gradings.get(case, isolation)
+    assert r["rc"] is not None and r["seconds"] <= BOUND, (
+        f"grading took {r['seconds']:.0f} s, more than {BOUND:.0f} s: {r['stderr']}")
+    assert r["rc"] in (0, 3), f"exit status {r['rc']} (0 or 3: graded): {r['stderr']}"
+    s = r["summary"]
+    assert s is not None, r["stderr"]
+    assert s["gradable"] and s["lab"] == meta["lab"]
+    checks = {c["id"]: c for c in s["checks"]}
+    said = next((checks[cid]["feedback"] for cid in meta.get("feedback", {})), "")
+    print(f"{case.name} [{isolation}]: {s['score']}/{s['max_score']} in {r['seconds']:.1f} s; "
+          + " ".join(said.split())[:400])  # shown by pytest -rP: the corpus table
+    table = "\n".join(f"{c['id']}: {c['status']} {c['score']}/{c['max_score']}: {c['feedback'][:300]}"
+                      for c in s["checks"])
+    if meta["max_score"] is None:
+        wrong = {cid: checks[cid]["feedback"][:600] for cid in meta["passes"] if checks[cid]["status"] != "passed"}
+        assert not wrong, f"{case.name} serves correctly and must keep these checks: {wrong}"
+    else:
+        assert s["score"] <= meta["max_score"], f"{case.name} scored {s['score']} > {meta['max_score']}:\n{table}"
+    for cid, text in meta.get("feedback", {}).items():
+        assert checks[cid]["status"] == "failed", f"{cid} should fail:\n{table}"
+        assert text in checks[cid]["feedback"], f"the feedback of {cid} should say {text!r}:\n{checks[cid]['feedback']}"
+    for word in meta.get("forbidden", []):
+        said = [cid for cid, c in checks.items() if word in c["feedback"]]
+        assert not said, f"{case.name} reports {word} in {said}:\n{table}"
+    assert r["canary"] == CANARY, "a report-like file outside the grading was changed"
+    assert r["orphans"] == [], f"processes escaped the grading: {r['orphans']}"
+    assert r["containers"] == [], f"containers or volumes left: {r['containers']}"
+    assert gradings.left_after_all == [], f"student processes left after the gradings: {gradings.left_after_all}"
+
+
+# ------------------------------------------------------------------------------- a mixed batch
+NORMAL = {"normal-ref": ROOT / "reference" / "fork", "normal-no-reap": ROOT / "tests" / "servers" / "fork" / "no-reap"}
+HOSTILE_IN_BATCH = {"hostile-bomb": "fork-bomb", "hostile-kill": "kill-all", "hostile-daemon": "escape-daemon"}
+
+
+def _scores(summary: dict[str, Any]) -> dict[str, int]:
+    return {c["id"]: c["score"] for c in summary["checks"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", [
+    pytest.param("docker", marks=pytest.mark.docker),
+    pytest.param("local", marks=pytest.mark.skipif(not IS_ROOT, reason="the local isolation contains kill(-1) "
+                                                                        "and fork bombs only as root")),
+])
+def test_a_hostile_submission_changes_nothing_for_the_others_of_its_batch(isolation: str, tmp_path: Path) -> None:
+    prefix = f"hostile-batch-{uuid.uuid4().hex[:8]}-"
+    env = {"LABGRADE_SESSION_PREFIX": prefix}
+    alone = {}
+    for student, src in NORMAL.items():
+        out = tmp_path / f"alone-{student}.json"
+        r = run_cli(["grade", "fork", str(src), "--json", str(out), "--quiet", "--isolation", isolation], env=env)
+        assert r["rc"] == 0, r["stderr"]
+        alone[student] = validate_summary(json.loads(out.read_text()))
+    root = tmp_path / "class"
+    for student, src in NORMAL.items():
+        shutil.copytree(src, root / student / "fork", ignore=shutil.ignore_patterns("expect.json", "server", "*.o"))
+    for student, case in HOSTILE_IN_BATCH.items():
+        materialize(HOSTILE / case, root / student / "fork")
+    out = world_readable_dir("labgrade-hostile-batch-")
+    try:
+        r = run_cli(["batch", str(root), "--out", str(out), "--labs", "fork", "--isolation", isolation,
+                     "--jobs", "2"], env=env, limit=3 * BOUND)
+        assert r["rc"] == 0, r["stderr"]
+        graded = {st: validate_summary(json.loads((out / st / "fork.json").read_text()))
+                  for st in [*NORMAL, *HOSTILE_IN_BATCH]}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    for student in NORMAL:
+        assert _scores(graded[student]) == _scores(alone[student]), (
+            f"{student}: alone {_scores(alone[student])}, in the batch {_scores(graded[student])}")
+    for student, case in HOSTILE_IN_BATCH.items():
+        meta = load(HOSTILE / case)
+        if meta["max_score"] is not None:
+            assert graded[student]["score"] <= meta["max_score"], graded[student]
+        else:
+            passed = {c["id"] for c in graded[student]["checks"] if c["status"] == "passed"}
+            assert set(meta["passes"]) <= passed, graded[student]
+    assert orphans() == []
+    assert wait_for_no_student_processes() == []
+    if isolation == "docker":
+        assert labelled(prefix) == []
