@@ -108,8 +108,8 @@ def fd_count(pid: int) -> int:
     """Number of open descriptors (listing the directory needs no capability)."""
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
-    except FileNotFoundError:
-        return 0
+    except (FileNotFoundError, PermissionError):
+        return 0  # gone, or dying (a dying process's fd directory is no longer readable by its user)
 
 
 def fd_targets(pid: int) -> dict[int, str]:

@@ -76,6 +76,7 @@ def render(summary: dict[str, Any], *, rerun: str, console: Any = None) -> None:
     from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
+    from rich.text import Text
 
     con = console or Console()
     if not summary["gradable"]:
@@ -97,6 +98,7 @@ def render(summary: dict[str, Any], *, rerun: str, console: Any = None) -> None:
             continue
         word, colour = STATUS_STYLE[c["status"]]
         body = c["feedback"] + f"\n\nRerun just this check: {rerun} --only {c['id']}"
-        con.print(Panel(body, title=f"[{colour}]{word}[/] {c['id']}", title_align="left", expand=True))
+        # feedback quotes the server's own output: shown as text, never read as markup
+        con.print(Panel(Text(body), title=f"[{colour}]{word}[/] {c['id']}", title_align="left", expand=True))
     if build_failed:
         con.print("[red]The build failed: every other check scored 0. Fix the build first.[/]")
