@@ -9,6 +9,7 @@ from ..clients import Client, close_all, compare, connect_many, echo_many, rando
 from ..harness import Server
 from ..session import GradingSession
 from ..verdict import fail
+from . import graded
 
 # The contract promises an echo within 2 s; we wait longer so that a loaded machine never
 # fails a correct server, while a server that never answers fails all the same.
@@ -259,3 +260,35 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
              f"your server took {min(sub_t):.2f} s, the reference {min(ref_t):.2f} s: {ratio:.1f} times slower",
              rule="on the same workload, the submission is at most 5 times slower than the reference",
              hint="look for sleeps, one-byte reads or writes, or a lock held for a whole connection")
+
+
+def shared_checks(lab: str) -> dict[str, Callable[..., None]]:
+    """The seven checks every lab shares, as pytest test functions marked for `lab`.
+    A lab's module adds them with `globals().update(common.shared_checks(LAB))`."""
+
+    def test_build(grading: GradingSession) -> None:
+        check_build(grading)
+
+    def test_echo(server: Start) -> None:
+        check_echo(server)
+
+    def test_eof(server: Start) -> None:
+        check_eof(server)
+
+    def test_concurrency(server: Start) -> None:
+        check_concurrency(server)
+
+    def test_fd_leak(server: Start) -> None:
+        check_fd_leak(server)
+
+    def test_robust_disconnect(server: Start) -> None:
+        check_robust_disconnect(server)
+
+    def test_vs_reference(grading: GradingSession, server: Start) -> None:
+        check_vs_reference(grading, server)
+
+    tests: list[tuple[str, Callable[..., None]]] = [
+        ("build", test_build), ("echo", test_echo), ("eof", test_eof), ("concurrency", test_concurrency),
+        ("fd-leak", test_fd_leak), ("robust-disconnect", test_robust_disconnect),
+        ("vs-reference", test_vs_reference)]
+    return {fn.__name__: graded(lab, cid)(fn) for cid, fn in tests}

@@ -5,7 +5,6 @@ import time
 
 from .. import probes
 from ..clients import Client, close_all, random_line
-from ..session import GradingSession
 from ..verdict import fail
 from . import common, graded
 from .common import Start, expect_echo, served, state, wait_until
@@ -13,39 +12,7 @@ from .common import Start, expect_echo, served, state, wait_until
 LAB = "fork"
 
 
-@graded(LAB, "build")
-def test_build(grading: GradingSession) -> None:
-    common.check_build(grading)
-
-
-@graded(LAB, "echo")
-def test_echo(server: Start) -> None:
-    common.check_echo(server)
-
-
-@graded(LAB, "eof")
-def test_eof(server: Start) -> None:
-    common.check_eof(server)
-
-
-@graded(LAB, "concurrency")
-def test_concurrency(server: Start) -> None:
-    common.check_concurrency(server)
-
-
-@graded(LAB, "fd-leak")
-def test_fd_leak(server: Start) -> None:
-    common.check_fd_leak(server)
-
-
-@graded(LAB, "robust-disconnect")
-def test_robust_disconnect(server: Start) -> None:
-    common.check_robust_disconnect(server)
-
-
-@graded(LAB, "vs-reference")
-def test_vs_reference(grading: GradingSession, server: Start) -> None:
-    common.check_vs_reference(grading, server)
+globals().update(common.shared_checks(LAB))  # build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference
 
 
 def live_children(pid: int) -> list[probes.Proc]:

@@ -26,39 +26,7 @@ UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyad
           "gmtime": "gmtime_r", "rand": "rand_r or a per-thread generator"}
 
 
-@graded(LAB, "build")
-def test_build(grading: GradingSession) -> None:
-    common.check_build(grading)
-
-
-@graded(LAB, "echo")
-def test_echo(server: Start) -> None:
-    common.check_echo(server)
-
-
-@graded(LAB, "eof")
-def test_eof(server: Start) -> None:
-    common.check_eof(server)
-
-
-@graded(LAB, "concurrency")
-def test_concurrency(server: Start) -> None:
-    common.check_concurrency(server)
-
-
-@graded(LAB, "fd-leak")
-def test_fd_leak(server: Start) -> None:
-    common.check_fd_leak(server)
-
-
-@graded(LAB, "robust-disconnect")
-def test_robust_disconnect(server: Start) -> None:
-    common.check_robust_disconnect(server)
-
-
-@graded(LAB, "vs-reference")
-def test_vs_reference(grading: GradingSession, server: Start) -> None:
-    common.check_vs_reference(grading, server)
+globals().update(common.shared_checks(LAB))  # build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference
 
 
 @graded(LAB, "thread-per-client")
