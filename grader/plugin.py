@@ -19,8 +19,10 @@ import pytest
 
 from .errors import GradingEnvironmentError
 from .harness import Server
+from . import session as sessions
+from .sandbox import private_network
 from .session import GradingSession, default_reference_root
-from .verdict import CheckFailed
+from .verdict import CheckFailed, NotGraded
 
 Verdict = dict[str, Any]
 VERDICT = pytest.StashKey[Verdict]()
@@ -33,9 +35,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--reference-root", default=None, help="directory holding reference/<lab>")
     g.addoption("--only", default="", help="comma-separated check ids to run")
     g.addoption("--visible-only", action="store_true", help="run only the checks students see")
+    g.addoption("--private-network", action="store_true",
+                help="as root: grade in a network namespace of its own (loopback only)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--private-network", default=False):
+        private_network()  # first, before any thread: threads made later share the namespace
     config.addinivalue_line(
         "markers", "check(id, points, visibility): a graded check: stable id, points, "
         "visibility 'visible' (self-check) or 'hidden' (instructor grading only)")
@@ -104,6 +110,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     exc = call.excinfo.value
     if isinstance(exc, CheckFailed):
         verdict.update(status="failed", feedback=exc.feedback)
+        session = getattr(item, "funcargs", {}).get("grading")
+        meta = check_marker(item)
+        if (isinstance(session, GradingSession) and meta and not isinstance(exc, NotGraded)
+                and session.failed_seconds <= sessions.GRADING_BUDGET):
+            session.failed_seconds += call.duration  # the grading's budget counts only failed checks
+            session.failed_checks.append(meta["id"])
     elif isinstance(exc, GradingEnvironmentError):
         verdict.update(status="error", feedback=f"Environment error (not charged): {exc}")
     else:

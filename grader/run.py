@@ -80,7 +80,7 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
                 "-q", "--no-header", "-p", "no:randomly",
                 "--json-report", f"--json-report-file={report_path}",
                 "--json-report-omit", "collectors", "log", "streams", "warnings", "keywords",
-                "--lab", lab, "--submission", str(submission)]
+                "--lab", lab, "--submission", str(submission), "--private-network"]
         if extra_checks:
             argv.append(str(extra_checks))
         if only:

@@ -28,7 +28,9 @@ import random
 import resource
 import shutil
 import signal
+import socket
 import stat
+import struct
 import tempfile
 import threading
 import time
@@ -57,6 +59,8 @@ SYSTEM_DIRS = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
 # open_tree(2) and move_mount(2) (Linux 5.2; the same numbers on every architecture)
 SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429
@@ -173,6 +177,47 @@ def private_fs_supported() -> bool:
             _, status = os.waitpid(pid, 0)
             _private_fs = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     return _private_fs
+
+
+_private_net: bool | None = None
+
+
+def private_network_supported() -> bool:
+    """True when private_network() would work here. Probed once, in a child."""
+    global _private_net
+    if _private_net is None:
+        _private_net = False
+        if os.geteuid() == 0 and os.environ.get("LABGRADE_PRIVATE_NET", "1") != "0":
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                try:
+                    os._exit(0 if private_network() else 1)
+                except BaseException:
+                    os._exit(1)
+            _, status = os.waitpid(pid, 0)
+            _private_net = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return _private_net
+
+
+def private_network() -> bool:
+    """Move this process (a grading's pytest, before it starts any thread) into a network namespace
+    of its own with only the loopback interface up, as `docker run --network none` does: the
+    student's server and the grader's clients meet on 127.0.0.1, and nothing the submission runs
+    can reach the machine's network, its services, or another grading's ports. Needs root with
+    CAP_SYS_ADMIN (not inside an ordinary container, which has no network anyway); False when
+    not possible (LABGRADE_PRIVATE_NET=0 turns it off)."""
+    if os.geteuid() != 0 or os.environ.get("LABGRADE_PRIVATE_NET", "1") == "0":
+        return False
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("16sH22x", b"lo", 0)
+            flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+    except OSError as e:  # a namespace without a working loopback would fail every check
+        raise GradingEnvironmentError(f"cannot bring up the loopback interface of the grading's network: {e}") from e
+    return True
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:

@@ -14,7 +14,9 @@ from .verdict import NotGraded, fail
 
 # A grading's bound: the checks of a correct server take 5-15 s (40 s on a busy machine); a server
 # that makes every check wait out its time limits (one that never listens, or never accepts)
-# would take minutes. Checks that start after this many seconds of grading are not run.
+# would take minutes. Once the checks this server failed have taken this many seconds, the checks
+# left are not run. Only failed checks count: the time a slow machine adds to passing checks is
+# never charged to the student, so a correct server is always graded in full.
 GRADING_BUDGET = 150.0
 
 
@@ -54,6 +56,8 @@ class GradingSession:
         self._builds: dict[str, BuildResult] = {}
         self.servers: list[Server] = []
         self.started_at = time.monotonic()
+        self.failed_seconds = 0.0  # spent in checks this submission failed (the plugin adds them)
+        self.failed_checks: list[str] = []
 
     # -- builds --------------------------------------------------------------------
     def _build(self, key: str, source: Path, make_vars: dict[str, str] | None = None,
@@ -95,15 +99,15 @@ class GradingSession:
     def start(self, b: BuildResult | None = None, *, tsan: bool = False,
               env: dict[str, str] | None = None, what: str = "the server") -> Server:
         """A fresh server, ready (listening) or the end of the check with the reason."""
-        b = b or self.built()
-        spent = time.monotonic() - self.started_at
-        if spent > GRADING_BUDGET:
+        if self.failed_seconds > GRADING_BUDGET:
             fail("did not start your server for this check",
-                 f"this grading had already taken {spent:.0f} s, more than its budget of {GRADING_BUDGET:.0f} s: "
-                 "the checks above waited for your server up to their time limits, so the checks left were not run",
+                 f"the checks your server failed ({', '.join(self.failed_checks)}) had already taken "
+                 f"{self.failed_seconds:.0f} s, more than the grading's budget of {GRADING_BUDGET:.0f} s: they waited "
+                 "for your server up to their time limits, so the checks left were not run",
                  rule="grading ends within a bound: a server that makes every check wait out its time limit "
                       "loses the checks that no longer fit",
                  hint="make the checks above pass (start with `echo`): a server that answers makes them quick")
+        b = b or self.built()
         port = self.sandbox.allocate_port()
         s = Server(b, b.sandbox or self.sandbox, port, tsan=tsan, env_extra=env or {})
         self.servers.append(s)

@@ -8,9 +8,12 @@ Each directory tests/servers/hostile/<name>/ is a lab directory with a `hostile.
      "feedback": {id: "text"},      # the feedback of check `id` must say this
      "forbidden": ["LEAKED"],       # no feedback may say this (what the program managed to steal)
      "generate": {"files": N, "bytes": B},  # made at run time (a tree too large to commit)
+     "listen": PORT,                # the test listens on this TCP port of the machine meanwhile:
+                                    #   no connection may reach it (the grading has no network)
      "local": true | false, "local_why": "..."}  # false: not contained by the local isolation
-     "local_requires": "private-fs"}  # contained locally only with root's private view of the
-                                      #   file system (not inside an ordinary container)
+     "local_requires": "private-fs" | "private-net"}  # contained locally only with root's private
+                                      #   view of the file system, or network namespace (not
+                                      #   inside a container without CAP_SYS_ADMIN)
 
 Every case is graded by the command line (`python3 -m grader grade LAB DIR --json ... --quiet`)
 in the docker isolation, and in the local one when the tests run as root and "local" is true.
@@ -24,10 +27,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +43,7 @@ import pytest
 from support import ROOT, student_processes
 
 from grader.errors import ReportError
-from grader.sandbox import private_fs_supported
+from grader.sandbox import private_fs_supported, private_network_supported
 from grader.schema import validate_summary
 
 HOSTILE = ROOT / "tests" / "servers" / "hostile"
@@ -146,8 +151,10 @@ def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
     prefix = f"hostile-{uuid.uuid4().hex[:8]}-"
     argv = ["grade", meta["lab"], str(lab_dir), "--json", str(out), "--quiet", "--isolation", isolation,
             "--reference-root", str(ref / "reference")]
+    listener = Listener(meta["listen"]) if "listen" in meta else None
     try:
         r = run_cli(argv, env={"LABGRADE_SESSION_PREFIX": prefix})
+        r["reached"] = listener.close() if listener else []
         r["orphans"] = orphans()
         r["containers"] = labelled(prefix) if isolation == "docker" else []
         r["canary"] = json.loads(canary.read_text()) if canary.exists() else None
@@ -160,6 +167,41 @@ def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
         r["summary"] = None
         r["stderr"] = f"no valid summary ({e})\n{r['stderr']}"
     return r
+
+
+class Listener:
+    """A TCP port of the machine, listening on every address while a case is graded; what
+    connected to it (a grading has no network: nothing may)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_server(("0.0.0.0", port), reuse_port=False)
+        self.sock.settimeout(0.2)
+        self.reached: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1)
+                try:
+                    said = conn.recv(200)
+                except OSError:
+                    said = b""
+            self.reached.append(f"{peer[0]}:{peer[1]} said {said!r}")
+
+    def close(self) -> list[str]:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+        return self.reached
 
 
 class Gradings:
@@ -210,8 +252,9 @@ def params() -> list[Any]:
         # The local isolation is graded only where it can contain the case (root; a private
         # file-system view where the case needs one); the docker variant above always runs.
         # A case it cannot contain here is not generated at all: no skipped test stands for it.
-        contained = IS_ROOT and meta["local"] and not (
-            meta.get("local_requires") == "private-fs" and not private_fs_supported())
+        needs = {"private-fs": private_fs_supported, "private-net": private_network_supported}
+        contained = IS_ROOT and meta["local"] and (
+            "local_requires" not in meta or needs[meta["local_requires"]]())
         if contained:
             out.append(pytest.param(case, "local", id=f"{case.name}-local", marks=[pytest.mark.slow]))
     return out
@@ -221,7 +264,7 @@ def test_the_corpus_covers_the_issue() -> None:
     names = {c.name for c in cases()}
     wanted = {"fork-bomb", "memory-bomb", "cpu-spin", "flood", "escape-daemon", "kill-all", "search-reference",
               "exec-reference", "overwrite-reports", "listen-no-accept", "make-hangs", "make-fills-disk",
-              "too-large"}
+              "too-large", "phone-home"}
     assert wanted <= names, f"missing: {sorted(wanted - names)}"
     from grader import catalogue
 
@@ -268,6 +311,7 @@ def test_hostile_case(case: Path, isolation: str, gradings: Gradings) -> None:
         said = [cid for cid, c in checks.items() if word in c["feedback"]]
         assert not said, f"{case.name} reports {word} in {said}:\n{table}"
     assert r["canary"] == CANARY, "a report-like file outside the grading was changed"
+    assert r.get("reached", []) == [], f"the submission reached the machine's network: {r['reached']}"
     assert r["orphans"] == [], f"processes escaped the grading: {r['orphans']}"
     assert r["containers"] == [], f"containers or volumes left: {r['containers']}"
     assert gradings.left_after_all == [], f"student processes left after the gradings: {gradings.left_after_all}"

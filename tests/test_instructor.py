@@ -628,16 +628,17 @@ def test_gradescope_zip_grades_like_gradescope(gradescope_image: tuple[Any, str,
 @pytest.mark.docker
 @DOCKER_WARNINGS
 def test_gradescope_default_capabilities(gradescope_image: tuple[Any, str, str]) -> None:
-    """Docker's default capabilities (no SYS_PTRACE, as on a plain `docker run`): the reference loses
-    no point to a failure; the checks that read another uid's /proc/PID/fd are reported as
-    environment errors (not charged), which is what Gradescope shows unless its containers grant
-    CAP_SYS_PTRACE."""
+    """Docker's default capabilities (no SYS_PTRACE, as on Gradescope): the checks that read another
+    uid's /proc/PID/fd links still give verdicts, both ways: the reference keeps all 100 points, a
+    parent that keeps connfd loses fd-leak, a child that keeps listenfd loses listenfd-closed."""
     client, image, _ = gradescope_image
     doc = _gradescope_submit(client, image, _dir_files(ROOT / "reference" / "fork", "fork/"), ptrace=False)
-    failed = [t for t in doc["tests"] if t["status"] != "passed"]
-    assert all("environment error" in t["name"] and t["max_score"] == 0 and "CAP_SYS_PTRACE" in t["output"]
-               for t in failed), failed
-    assert doc["score"] == sum(t["max_score"] for t in doc["tests"])
+    assert doc["score"] == 100 and all(t["status"] == "passed" for t in doc["tests"]), doc
+    for bug, check in (("parent-keeps-connfd", "fd-leak"), ("child-keeps-listenfd", "listenfd-closed")):
+        doc = _gradescope_submit(client, image, _dir_files(ROOT / "tests" / "servers" / "fork" / bug, "fork/"),
+                                 ptrace=False)
+        lost = {t["name"].split()[0] for t in doc["tests"] if t["status"] == "failed"}
+        assert check in lost and not any("error" in t["name"] for t in doc["tests"]), doc
 
 
 # ====================================================================== labgrade batch

@@ -49,5 +49,64 @@ def test_only_and_visible_only_select(pytester: pytest.Pytester) -> None:
     assert set(run(pytester, "--only", "bad,bug")) == {"bad", "bug"}
 
 
+BUDGET = '''
+import time
+import pytest
+import grader.session
+from grader.session import GradingSession
+from grader.verdict import fail
+
+grader.session.GRADING_BUDGET = 1.0
+
+@pytest.fixture(scope="session")
+def grading():
+    s = GradingSession.__new__(GradingSession)  # no sandbox: these checks never build
+    s.failed_seconds, s.failed_checks = 0.0, []
+    def built():
+        raise LookupError("would build and start")
+    s.built = built
+    return s
+
+def start(grading):
+    try:
+        grading.start()
+    except LookupError:
+        pass
+
+@pytest.mark.check(id="slow-pass", points=1)
+def test_slow_pass(grading): time.sleep(1.3)
+
+@pytest.mark.check(id="starts-after-slow-pass", points=1)
+def test_start_1(grading): start(grading)
+
+@pytest.mark.check(id="slow-fail", points=1)
+def test_slow_fail(grading):
+    time.sleep(1.2)
+    fail("waited", "no answer")
+
+@pytest.mark.check(id="starts-after-slow-fail", points=1)
+def test_start_2(grading): start(grading)
+
+@pytest.mark.check(id="and-the-next", points=1)
+def test_start_3(grading): start(grading)
+'''
+
+
+def test_budget_counts_only_the_time_of_failed_checks(pytester: pytest.Pytester) -> None:
+    """Past the grading budget the checks left are failed unrun, but only the seconds spent in
+    checks the server failed count: a slow machine never costs a correct server a check."""
+    pytester.makepyfile(test_checks=BUDGET)
+    pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json")
+    rep = json.loads((pytester.path / "r.json").read_text())
+    v = {t["metadata"]["check"]["id"]: t["metadata"]["verdict"] for t in rep["tests"]}
+    assert v["slow-pass"]["status"] == "passed"
+    assert v["starts-after-slow-pass"]["status"] == "passed"  # 1.3 s of passing checks: not charged
+    assert v["slow-fail"]["status"] == "failed"
+    for cid in ("starts-after-slow-fail", "and-the-next"):
+        assert v[cid]["status"] == "failed", v[cid]
+        assert "the checks your server failed (slow-fail) had already taken 1 s" in v[cid]["feedback"]
+        assert "budget of 1 s" in v[cid]["feedback"]
+
+
 def test_visible_only_drops_hidden(pytester: pytest.Pytester) -> None:
     assert set(run(pytester, "--visible-only")) == {"good", "bad", "env"}

@@ -4,10 +4,11 @@ from __future__ import annotations
 import time
 
 from .. import probes
+from ..harness import Server
 from ..clients import Client, close_all, random_line
 from ..verdict import fail
 from . import common, graded
-from .common import Start, expect_echo, served, state, wait_until
+from .common import PATIENCE, Start, expect_echo, served, state, wait_until
 
 LAB = "fork"
 
@@ -21,6 +22,20 @@ def live_children(pid: int) -> list[probes.Proc]:
 
 def zombies(pid: int) -> list[probes.Proc]:
     return [p for p in probes.children(pid) if p.zombie]
+
+
+NO_CHILD_RULE = ("every accepted connection is served by a new child made with fork; a check for the absence of a "
+                 "bug scores only when the server did that check's work")
+
+
+def require_children(s: Server, did: str, check_work: str) -> list[probes.Proc]:
+    """The live children of the server now; fails the check when there are none: without children
+    there is nothing to reap, close or be interrupted by, and an absence check scores only for work done."""
+    kids = live_children(s.pid)
+    if not kids:
+        fail(did, f"the server had no child process, so {check_work}; {state(s)}", rule=NO_CHILD_RULE,
+             hint="fork right after accept and let the child serve the client; make `process-per-client` pass first")
+    return kids
 
 
 @graded(LAB, "process-per-client")
@@ -63,6 +78,8 @@ def test_zombies(server: Start) -> None:
     # 1. one client comes and goes
     with Client(s.port) as c:
         expect_echo(s, c, random_line(20), "connected one client and sent a line", rule=common.ECHO_RULE)
+        require_children(s, "connected one client, which got its echo; then listed the server's children",
+                         "no child could end and be reaped")
     _no_zombies(s.pid, "one client was served and left",
                 "install a SIGCHLD handler that calls waitpid, or set SIGCHLD to SIG_IGN")
     # 2. a burst: many children end at the same moment (SIGCHLD is not queued)
@@ -75,11 +92,16 @@ def test_zombies(server: Start) -> None:
     # 3. while others still run: a blocking waitpid in the handler stalls the parent
     stay = served(s, 3, what="they stay connected while another client leaves")
     try:
+        before = {p.pid for p in live_children(s.pid)}
         with Client(s.port) as c:
             expect_echo(s, c, random_line(20), "with 3 clients staying connected, a 4th client sent a line",
                         rule=common.ECHO_RULE)
+            fourth = {p.pid for p in live_children(s.pid)} - before
         _no_zombies(s.pid, "a client left while 3 others stayed connected",
                     "reap with WNOHANG so the handler returns when no child has ended")
+        # The 4th child has ended and been reaped (its SIGCHLD was handled) before the 5th client
+        # comes: a handler that then blocks in waitpid for the 3 others is caught every time.
+        wait_until(lambda: all(probes.proc(k) is None for k in fourth), PATIENCE)
         with Client(s.port) as c:
             expect_echo(s, c, random_line(20),
                         "with 3 clients still connected and a 4th gone, a 5th client connected and sent a line",
@@ -130,7 +152,8 @@ def test_listenfd_closed(server: Start) -> None:
     clients = served(s, 3, what="so that their children can be inspected while they serve")
     try:
         holders = []
-        for k in live_children(s.pid):
+        for k in require_children(s, "connected 3 clients, each echoed a line; then listed the server's children",
+                                  "no child could be checked for a copy of the listening socket"):
             fds = [fd for fd, ino in probes.socket_inodes(k.pid).items() if ino in listening]
             if fds:
                 holders.append(f"{k.describe()} holds it as fd {fds[0]}")
@@ -147,6 +170,7 @@ def test_listenfd_closed(server: Start) -> None:
 @graded(LAB, "accept-eintr")
 def test_accept_eintr(server: Start) -> None:
     s = server()
+    children_seen = 0
     for i in range(6):
         with Client(s.port) as c:
             expect_echo(s, c, random_line(20),
@@ -154,9 +178,15 @@ def test_accept_eintr(server: Start) -> None:
                         f"so SIGCHLD interrupted accept), client {i + 1} connected and sent a line",
                         rule="accept interrupted by a signal (EINTR) is simply tried again",
                         hint="when accept fails with errno == EINTR, loop back to accept instead of exiting")
+            children_seen += bool(live_children(s.pid))
         time.sleep(0.1)  # let the child end and SIGCHLD arrive while the parent waits in accept
     if not s.alive():
         fail("served 6 clients one after another", state(s),
              rule="accept interrupted by a signal (EINTR) is simply tried again")
+    if not children_seen:
+        fail("served 6 clients one after another and listed the server's children while each was connected",
+             "the server never had a child process, so no child ended and no SIGCHLD interrupted accept",
+             rule=NO_CHILD_RULE,
+             hint="fork right after accept and let the child serve the client; make `process-per-client` pass first")
 
 
