@@ -26,12 +26,15 @@ def state(s: Server) -> str:
     return f"the server has died ({s.exit_description()})" + (f"; its last output:\n{tail}" if tail else "")
 
 
-def expect_echo(s: Server, c: Client, data: bytes, did: str, *, rule: str, hint: str = "") -> None:
-    """Send `data` on `c` and fail the check unless exactly `data` comes back in time."""
+def expect_echo(s: Server, c: Client, data: bytes, did: str, *, rule: str,
+                hint: str | Callable[[Server], str] = "") -> None:
+    """Send `data` on `c` and fail the check unless exactly `data` comes back in time. A callable
+    hint is asked at failure time, so it can follow the server's state."""
     got = c.echo(data, PATIENCE)
     if got != data:
         why = compare(data, got)
-        fail(did, f"{why}{'; ' + c.error if c.error else ''}; {state(s)}", rule=rule, hint=hint)
+        fail(did, f"{why}{'; ' + c.error if c.error else ''}; {state(s)}", rule=rule,
+             hint=hint(s) if callable(hint) else hint)
 
 
 def served(s: Server, n: int, *, what: str) -> list[Client]:
@@ -47,7 +50,9 @@ def served(s: Server, n: int, *, what: str) -> list[Client]:
              f"{len(bad)} of {n} got no correct echo within {PATIENCE:.0f} s; client {i + 1}: "
              f"{compare(lines[i], got[i])}{'; ' + clients[i].error if clients[i].error else ''}; {state(s)}",
              rule="every client is served while the others stay connected",
-             hint="this check needs a server that serves; make `echo` and `concurrency` pass first")
+             hint="this check needs a server that serves; make `echo` and `concurrency` pass first"
+             if s.alive() else "the server died before this check could do its work: its exit status and last "
+             "output are above; run it by hand and repeat what the grader did")
     return clients
 
 
@@ -176,8 +181,13 @@ def check_robust_disconnect(start: Start) -> None:
     s = start()
     rule = ("a client that resets its connection, or vanishes mid-line or while the server is writing to it, "
             "never stops the server from serving the others (SIGPIPE and ECONNRESET are handled)")
-    hint = ("ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)) or send with MSG_NOSIGNAL, and treat EPIPE/ECONNRESET "
-            "from read or write as the end of that client only, never as a reason to exit")
+    def hint(s: Server) -> str:
+        if s.alive():
+            return ("the server is still running but did not answer: something blocks it, such as a blocking "
+                    "call in a signal handler (waitpid without WNOHANG), a write to a client that no longer reads, "
+                    "or a lock never released")
+        return ("ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)) or send with MSG_NOSIGNAL, and treat EPIPE/ECONNRESET "
+                "from read or write as the end of that client only, never as a reason to exit")
     with Client(s.port) as keeper:
         expect_echo(s, keeper, random_line(24), "connected a first client and sent a line", rule=ECHO_RULE)
         scenarios: list[tuple[str, Callable[[], None]]] = []
