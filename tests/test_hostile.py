@@ -1,7 +1,8 @@
 """Hostile student code: whatever a submission does, grading ends within a bound, the verdict is
 right and explained, nothing of it keeps running, and the report is intact.
 
-Each directory tests/servers/hostile/<name>/ is a lab directory with a `hostile.json`:
+Each directory tests/servers/hostile/<name>/ holds what its program changes of the lab (the rest
+comes from reference/<lab>, see support.copy_lab) and a `hostile.json`:
     {"lab": "fork", "why": "...",
      "max_score": 5 | 0 | null,     # null: it serves correctly while misbehaving, then
      "passes": [ids],               #   these checks must pass
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, student_processes
+from support import ROOT, copy_lab, lab_files, student_processes
 
 from grader.errors import ReportError
 from grader.sandbox import private_fs_supported, private_network_supported
@@ -65,7 +66,7 @@ def load(case: Path) -> dict[str, Any]:
 def materialize(case: Path, lab_dir: Path) -> Path:
     """A copy of the case at lab_dir (a student's lab directory), with what it generates at run time."""
     meta = load(case)
-    shutil.copytree(case, lab_dir, ignore=shutil.ignore_patterns("hostile.json", "server", "*.o"))
+    copy_lab(case, lab_dir, meta["lab"])
     gen = meta.get("generate")
     if gen:
         junk = lab_dir / "junk"
@@ -278,7 +279,7 @@ def test_the_corpus_covers_the_issue() -> None:
             assert meta["max_score"] in (0, 5), case.name
         assert set(meta.get("feedback", {})) <= ids, case.name
         assert meta["local"] or meta.get("local_why"), f"{case.name}: say why the local isolation cannot contain it"
-        assert (case / "Makefile").is_file(), case.name
+        assert "Makefile" in lab_files(case, meta["lab"]), case.name
         # the huge tree is made at run time: nothing large is committed
         assert sum(p.stat().st_size for p in case.rglob("*") if p.is_file()) < 256 << 10, case.name
 
@@ -336,12 +337,13 @@ def test_a_hostile_submission_changes_nothing_for_the_others_of_its_batch(isolat
     alone = {}
     for student, src in NORMAL.items():
         out = tmp_path / f"alone-{student}.json"
-        r = run_cli(["grade", "fork", str(src), "--json", str(out), "--quiet", "--isolation", isolation], env=env)
+        lab_dir = copy_lab(src, tmp_path / "alone" / student / "fork", "fork")
+        r = run_cli(["grade", "fork", str(lab_dir), "--json", str(out), "--quiet", "--isolation", isolation], env=env)
         assert r["rc"] == 0, r["stderr"]
         alone[student] = validate_summary(json.loads(out.read_text()))
     root = tmp_path / "class"
     for student, src in NORMAL.items():
-        shutil.copytree(src, root / student / "fork", ignore=shutil.ignore_patterns("expect.json", "server", "*.o"))
+        copy_lab(src, root / student / "fork", "fork")
     for student, case in HOSTILE_IN_BATCH.items():
         materialize(HOSTILE / case, root / student / "fork")
     out = world_readable_dir("labgrade-hostile-batch-")

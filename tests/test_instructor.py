@@ -30,7 +30,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
-from support import ROOT
+from support import ROOT, copy_lab, lab_files
 
 from grader import batch, catalogue
 from grader.gradescope_zip import build_wheel, failure_results, find_lab_dir, validate_results
@@ -635,8 +635,8 @@ def test_gradescope_default_capabilities(gradescope_image: tuple[Any, str, str])
     doc = _gradescope_submit(client, image, _dir_files(ROOT / "reference" / "fork", "fork/"), ptrace=False)
     assert doc["score"] == 100 and all(t["status"] == "passed" for t in doc["tests"]), doc
     for bug, check in (("parent-keeps-connfd", "fd-leak"), ("child-keeps-listenfd", "listenfd-closed")):
-        doc = _gradescope_submit(client, image, _dir_files(ROOT / "tests" / "servers" / "fork" / bug, "fork/"),
-                                 ptrace=False)
+        files = {f"fork/{n}": data for n, data in lab_files(ROOT / "tests" / "servers" / "fork" / bug, "fork").items()}
+        doc = _gradescope_submit(client, image, files, ptrace=False)
         lost = {t["name"].split()[0] for t in doc["tests"] if t["status"] == "failed"}
         assert check in lost and not any("error" in t["name"] for t in doc["tests"]), doc
 
@@ -658,7 +658,7 @@ def klass(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("class") / "submissions"
     for student, srcs in CLASS.items():
         for lab, src in zip(catalogue.LABS, srcs, strict=True):
-            shutil.copytree(ROOT / src, root / student / lab, ignore=shutil.ignore_patterns("server", "*.o"))
+            copy_lab(ROOT / src, root / student / lab, lab)
     return root
 
 

@@ -1,7 +1,8 @@
 """Every check proven both ways: correct servers keep their points, a server with exactly
 one bug loses that check's points (and keeps the points its `expect.json` says it keeps).
 
-Each directory tests/servers/<lab>/<name>/ is a lab directory (Makefile, sources) with an
+Each directory tests/servers/<lab>/<name>/ holds what its server changes of the lab (server.c,
+sometimes a Makefile; the rest comes from reference/<lab>, see support.copy_lab) and an
 `expect.json`: {"why": "...", "fails": [ids], "passes": [ids] | "all"}. `"passes": "all"`
 with no fails marks a correct alternative design: it must score full marks.
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT
+from support import ROOT, copy_lab
 
 from grader import catalogue
 
@@ -46,7 +47,9 @@ def wanted_checks(server: Path) -> list[str] | None:
 
 def grade_cli(server: Path, isolation: str, out: Path) -> dict[str, Any]:
     only = wanted_checks(server)
-    argv = [sys.executable, "-m", "grader", "grade", server.parent.name, str(server), "--json", str(out),
+    lab = server.parent.name
+    lab_dir = copy_lab(server, out.parent / f"{isolation}-{lab}-{server.name}" / server.name / lab, lab)
+    argv = [sys.executable, "-m", "grader", "grade", lab, str(lab_dir), "--json", str(out),
             "--quiet", "--isolation", isolation, "--reference-root", str(ROOT / "reference")]
     if only:
         argv += ["--only", ",".join(only)]
