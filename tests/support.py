@@ -1,6 +1,7 @@
 """Helpers shared by the project's tests."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def lab_files(src: Path, lab: str) -> dict[str, bytes]:
     bytes; its expect.json or hostile.json and build products aside) over the shared files of
     reference/<lab> that it does not hold."""
     out = {name: (ROOT / "reference" / lab / name).read_bytes() for name in SHARED}
+    meta = src / "hostile.json"  # hostile programs may share a source, kept once beside them
+    for name in json.loads(meta.read_text()).get("shared", []) if meta.is_file() else []:
+        out[name] = (src.parent / name).read_bytes()
     for p in sorted(src.rglob("*")):
         if p.is_file() and p.name not in NOT_LAB_FILES and p.suffix != ".o":
             out[p.relative_to(src).as_posix()] = p.read_bytes()
@@ -48,7 +52,6 @@ def copy_lab(src: Path, dest: Path, lab: str) -> Path:
 
 
 if __name__ == "__main__":  # python3 tests/support.py tests/servers/fork/no-reap /tmp/no-reap/fork
-    import json
     import sys
 
     if len(sys.argv) != 3:

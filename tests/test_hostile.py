@@ -9,6 +9,7 @@ comes from reference/<lab>, see support.copy_lab) and a `hostile.json`:
      "feedback": {id: "text"},      # the feedback of check `id` must say this
      "forbidden": ["LEAKED"],       # no feedback may say this (what the program managed to steal)
      "generate": {"files": N, "bytes": B},  # made at run time (a tree too large to commit)
+     "shared": ["thief.c"],         # sources kept once in tests/servers/hostile/, shared by cases
      "listen": PORT,                # the test listens on this TCP port of the machine meanwhile:
                                     #   no connection may reach it (the grading has no network)
      "local": true | false, "local_why": "..."}  # false: not contained by the local isolation

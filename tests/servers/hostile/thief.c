@@ -1,5 +1,7 @@
 /*
  * thief.c - hostile corpus: student code that looks for what it must never reach.
+ * Kept once here; the cases exec-reference, search-reference and overwrite-reports
+ * list it in their hostile.json ("shared") and build it with their own -DMODE.
  *
  * One program, three behaviours chosen at compile time (-DMODE=...):
  *
