@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+from support import ROOT
 
 from grader import probes
 from grader.harness import Server, build
@@ -94,3 +97,45 @@ def test_ports_are_never_handed_out_twice() -> None:
     finally:
         a.close()
         b.close()
+
+
+NETNS_PROBE = r'''
+import json, socket, sys
+from grader.sandbox import private_network
+port = int(sys.argv[1])
+private = private_network()
+out = {"private": private}
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    out["reached_parent"] = True
+except OSError:
+    out["reached_parent"] = False
+with socket.create_server(("127.0.0.1", 0)) as srv:  # its own loopback works
+    c = socket.create_connection(srv.getsockname(), timeout=2)
+    a, _ = srv.accept()
+    c.sendall(b"ping")
+    out["own_loopback"] = a.recv(4) == b"ping"
+    c.close(); a.close()
+print(json.dumps(out))
+'''
+
+
+def test_a_grading_as_root_has_a_network_of_its_own() -> None:
+    """As root where the kernel allows it, private_network() puts the grading (and every process it
+    starts) in a network namespace with only its own loopback: a port of the machine is out of reach.
+    Where it is not allowed (no root, no CAP_SYS_ADMIN) it says so and changes nothing."""
+    import json
+    import socket
+
+    from grader.sandbox import private_network_supported
+
+    with socket.create_server(("127.0.0.1", 0)) as machine:
+        port = machine.getsockname()[1]
+        r = subprocess.run([sys.executable, "-c", NETNS_PROBE, str(port)], capture_output=True, text=True,
+                           timeout=30, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+    assert got["own_loopback"]
+    assert got["private"] == private_network_supported()
+    assert got["reached_parent"] is (not got["private"])
+    print(f"private network: {got['private']}")
