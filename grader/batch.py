@@ -228,6 +228,10 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
             todo.append(j)
     con.print(f"Grading {len(todo)} submission(s) ({len(results)} already graded) with {jobs} job(s), "
               f"isolation {iso}")
+    if iso == "local" and todo:
+        from .sandbox import local_protection
+
+        con.print(f"local isolation: {local_protection()}", highlight=False)
     t0 = time.monotonic()
     children = _Children()
     # SIGTERM (a scheduler, `kill`) stops the batch the way Ctrl-C does

@@ -179,6 +179,19 @@ def private_fs_supported() -> bool:
     return _private_fs
 
 
+def local_protection() -> str:
+    """What the local isolation holds on this machine, in a few words (README: the table)."""
+    if os.geteuid() != 0:
+        return ("not root: student code runs as you, unconfined (kill(-1), your files, the network); "
+                "grade untrusted code with --isolation docker")
+    held = ["a uid of its own per grading"]
+    held.append("a private view of the file system" if private_fs_supported() else
+                "NO private view of the file system (no CAP_SYS_ADMIN here)")
+    held.append("a network of its own" if private_network_supported() else
+                "the machine's network (no CAP_SYS_ADMIN here)")
+    return "root: " + ", ".join(held)
+
+
 _private_net: bool | None = None
 
 

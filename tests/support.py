@@ -58,5 +58,7 @@ if __name__ == "__main__":  # python3 tests/support.py tests/servers/fork/no-rea
         sys.exit("usage: python3 tests/support.py SERVER_DIR DEST   (a complete lab directory at DEST)")
     src = Path(sys.argv[1]).resolve()
     meta = src / "hostile.json"
-    lab = json.loads(meta.read_text())["lab"] if meta.is_file() else src.parent.name
+    labs = ("fork", "select", "thread")
+    lab = json.loads(meta.read_text())["lab"] if meta.is_file() else (
+        src.parent.name if src.parent.name in labs else src.name)
     print(copy_lab(src, Path(sys.argv[2]), lab))
