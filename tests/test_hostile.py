@@ -7,6 +7,8 @@ comes from reference/<lab>, see support.copy_lab) and a `hostile.json`:
      "max_score": 5 | 0 | null,     # null: it serves correctly while misbehaving, then
      "passes": [ids],               #   these checks must pass
      "feedback": {id: "text"},      # the feedback of check `id` must say this
+     "feedback_any": ["text"],      # some failed check's feedback must say this (which one
+                                    #   sees it first is a matter of scheduling)
      "forbidden": ["LEAKED"],       # no feedback may say this (what the program managed to steal)
      "generate": {"files": N, "bytes": B},  # made at run time (a tree too large to commit)
      "shared": ["thief.c"],         # sources kept once in tests/servers/hostile/, shared by cases
@@ -309,6 +311,9 @@ def test_hostile_case(case: Path, isolation: str, gradings: Gradings) -> None:
     for cid, text in meta.get("feedback", {}).items():
         assert checks[cid]["status"] == "failed", f"{cid} should fail:\n{table}"
         assert text in checks[cid]["feedback"], f"the feedback of {cid} should say {text!r}:\n{checks[cid]['feedback']}"
+    for text in meta.get("feedback_any", []):
+        assert any(text in c["feedback"] for c in s["checks"] if c["status"] == "failed"), (
+            f"no feedback says {text!r}:\n{table}")
     for word in meta.get("forbidden", []):
         said = [cid for cid, c in checks.items() if word in c["feedback"]]
         assert not said, f"{case.name} reports {word} in {said}:\n{table}"
