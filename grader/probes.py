@@ -146,6 +146,38 @@ def _fd_targets_as_owner(pid: int, denied: PermissionError) -> dict[int, str]:
         raise GradingEnvironmentError(
             f"cannot read /proc/{pid}/fd links ({denied}); the grader needs CAP_SYS_PTRACE, or to run as root, "
             "to inspect another user's descriptors (docker run --cap-add SYS_PTRACE)") from denied
+    # The helper has the submission's uid, so the submission can signal it (nothing else: the uid
+    # change made it non-dumpable, so it cannot be traced or read). Killed or stopped by anyone but
+    # us, it is tried again; a submission that keeps doing that loses the check, it cannot turn a
+    # verdict into an uncharged error.
+    interfered = 0
+    while True:
+        status, data, stopped, we_killed = _links_as(uid, gid, pid)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            out = {}
+            for part in data.decode(errors="replace").split("\0"):
+                if part:
+                    name, _, target = part.partition("=")
+                    out[int(name)] = target
+            return out
+        if stopped or (os.WIFSIGNALED(status) and not we_killed):
+            interfered += 1
+            if interfered < 5:
+                continue
+            from .verdict import fail
+
+            fail(f"read the server's descriptors (/proc/{pid}/fd) with a helper process of your submission's uid",
+                 f"the helper was killed or stopped {interfered} times by a signal the grader did not send: a "
+                 "process of your submission signals processes it did not start (kill(-1, ...)?)",
+                 rule="the server signals only the processes it started")
+        raise GradingEnvironmentError(
+            f"cannot read /proc/{pid}/fd links ({denied}), not even as uid {uid}: the grader needs CAP_SYS_PTRACE "
+            "(docker run --cap-add SYS_PTRACE)") from denied
+
+
+def _links_as(uid: int, gid: int, pid: int, timeout: float = 10.0) -> tuple[int, bytes, bool, bool]:
+    """Read pid's fd links in a forked child that takes uid/gid. Returns the child's wait status,
+    what it wrote, whether it was found stopped, and whether we had to kill it."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # only system calls from here to _exit: the grader has threads
@@ -173,32 +205,26 @@ def _fd_targets_as_owner(pid: int, denied: PermissionError) -> dict[int, str]:
             os._exit(code)
     os.close(w)
     chunks = []
-    try:
-        with os.fdopen(r, "rb") as f:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                ready, _, _ = select.select([f], [], [], 0.5)
-                if ready:
-                    chunk = os.read(f.fileno(), 1 << 16)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-    finally:
-        try:
-            os.kill(child, 9)
-        except ProcessLookupError:
-            pass
-        _, status = os.waitpid(child, 0)
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        raise GradingEnvironmentError(
-            f"cannot read /proc/{pid}/fd links ({denied}), not even as uid {uid}: the grader needs CAP_SYS_PTRACE "
-            "(docker run --cap-add SYS_PTRACE)") from denied
-    out = {}
-    for part in b"".join(chunks).decode(errors="replace").split("\0"):
-        if part:
-            name, _, target = part.partition("=")
-            out[int(name)] = target
-    return out
+    stopped = eof = False
+    with os.fdopen(r, "rb") as f:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([f], [], [], 0.2)
+            if ready:
+                chunk = os.read(f.fileno(), 1 << 16)
+                if not chunk:
+                    eof = True  # its end of the pipe closes only as it exits
+                    break
+                chunks.append(chunk)
+            else:
+                p = proc(child)
+                if p is not None and p.state in ("T", "t"):  # stopped: not by us
+                    stopped = True
+                    break
+    if not eof:  # stopped, or silent past the timeout: we end it
+        os.kill(child, 9)
+    _, status = os.waitpid(child, 0)
+    return status, b"".join(chunks), stopped, not eof and not stopped
 
 
 def socket_inodes(pid: int) -> dict[int, int]:

@@ -186,9 +186,9 @@ def local_protection() -> str:
                 "grade untrusted code with --isolation docker")
     held = ["a uid of its own per grading"]
     held.append("a private view of the file system" if private_fs_supported() else
-                "NO private view of the file system (no CAP_SYS_ADMIN here)")
+                "NO private view of the file system (it needs CAP_SYS_ADMIN)")
     held.append("a network of its own" if private_network_supported() else
-                "the machine's network (no CAP_SYS_ADMIN here)")
+                "the machine's network (a network of its own needs CAP_SYS_ADMIN and CAP_NET_ADMIN)")
     return "root: " + ", ".join(held)
 
 
@@ -217,20 +217,32 @@ def private_network() -> bool:
     of its own with only the loopback interface up, as `docker run --network none` does: the
     student's server and the grader's clients meet on 127.0.0.1, and nothing the submission runs
     can reach the machine's network, its services, or another grading's ports. Needs root with
-    CAP_SYS_ADMIN (not inside an ordinary container, which has no network anyway); False when
-    not possible (LABGRADE_PRIVATE_NET=0 turns it off)."""
+    CAP_SYS_ADMIN and CAP_NET_ADMIN (a host; the grading containers have no network anyway);
+    False, with nothing changed, when not possible (LABGRADE_PRIVATE_NET=0 turns it off)."""
     if os.geteuid() != 0 or os.environ.get("LABGRADE_PRIVATE_NET", "1") == "0":
         return False
-    if _libc.unshare(CLONE_NEWNET) != 0:
+    try:
+        machine = os.open("/proc/self/ns/net", os.O_RDONLY)
+    except OSError:
         return False
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            req = struct.pack("16sH22x", b"lo", 0)
-            flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
-            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
-    except OSError as e:  # a namespace without a working loopback would fail every check
-        raise GradingEnvironmentError(f"cannot bring up the loopback interface of the grading's network: {e}") from e
-    return True
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            return False
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                req = struct.pack("16sH22x", b"lo", 0)
+                flags = struct.unpack("16sH22x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+                fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+            return True
+        except OSError:
+            # allowed to make a namespace (CAP_SYS_ADMIN) but not to bring its loopback up (no
+            # CAP_NET_ADMIN, as in a container given only the former): go back to the machine's
+            if _libc.setns(machine, CLONE_NEWNET) != 0:
+                raise GradingEnvironmentError("a network namespace without loopback, and no way back to the "
+                                              "machine's: " + os.strerror(ctypes.get_errno())) from None
+            return False
+    finally:
+        os.close(machine)
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:

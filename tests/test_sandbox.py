@@ -139,3 +139,42 @@ def test_a_grading_as_root_has_a_network_of_its_own() -> None:
     assert got["private"] == private_network_supported()
     assert got["reached_parent"] is (not got["private"])
     print(f"private network: {got['private']}")
+
+
+def test_fd_links_without_cap_sys_ptrace_are_read_as_the_owner_and_cannot_be_dodged(monkeypatch) -> None:
+    """Without CAP_SYS_PTRACE a root grader reads another uid's /proc/PID/fd links from a helper of
+    that uid. The submission can signal that helper: killed or stopped by someone else, it is tried
+    again, and a submission that keeps at it loses the check (a verdict, never an uncharged error);
+    a helper the grader had to end (silent) is the environment's failure."""
+    import pytest
+
+    from grader import probes
+    from grader.errors import GradingEnvironmentError
+    from grader.verdict import CheckFailed
+
+    if os.geteuid() != 0:
+        with pytest.raises(GradingEnvironmentError, match="CAP_SYS_PTRACE"):
+            probes._fd_targets_as_owner(os.getppid() if os.getppid() > 1 else 1, PermissionError(13, "denied"))
+        return
+    p = subprocess.Popen(["sleep", "30"], user=UID_BASE + UID_COUNT - 2, group=UID_BASE + UID_COUNT - 2,
+                         extra_groups=[], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(0.1)
+        real = probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied"))  # the real helper
+        assert real == {fd: os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in real} and 0 in real
+
+        killed = (9, b"", False, False)  # SIGKILL that the grader did not send
+        calls = []
+        monkeypatch.setattr(probes, "_links_as", lambda *a: calls.append(a) or killed)
+        with pytest.raises(CheckFailed, match="killed or stopped 5 times"):
+            probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied"))
+        assert len(calls) == 5
+        stopped_then_ok = iter([(9, b"", True, False), (0, b"0=/dev/null\x001=pipe:[7]", False, False)])
+        monkeypatch.setattr(probes, "_links_as", lambda *a: next(stopped_then_ok))
+        assert probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied")) == {0: "/dev/null", 1: "pipe:[7]"}
+        monkeypatch.setattr(probes, "_links_as", lambda *a: (9, b"", False, True))  # silent: ended by us
+        with pytest.raises(GradingEnvironmentError):
+            probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied"))
+    finally:
+        p.kill()
+        p.wait()
