@@ -155,10 +155,12 @@ def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
     prefix = f"hostile-{uuid.uuid4().hex[:8]}-"
     argv = ["grade", meta["lab"], str(lab_dir), "--json", str(out), "--quiet", "--isolation", isolation,
             "--reference-root", str(ref / "reference")]
-    listener = Listener(meta["listen"]) if "listen" in meta else None
+    port = meta.get("listen")
     try:
-        r = run_cli(argv, env={"LABGRADE_SESSION_PREFIX": prefix})
-        r["reached"] = listener.close() if listener else []
+        with PORT_LOCKS.setdefault(port, threading.Lock()):  # one grading at a time listens on a port
+            listener = Listener(port) if port else None
+            r = run_cli(argv, env={"LABGRADE_SESSION_PREFIX": prefix})
+            r["reached"] = listener.close() if listener else []
         r["orphans"] = orphans()
         r["containers"] = labelled(prefix) if isolation == "docker" else []
         r["canary"] = json.loads(canary.read_text()) if canary.exists() else None
@@ -171,6 +173,9 @@ def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
         r["summary"] = None
         r["stderr"] = f"no valid summary ({e})\n{r['stderr']}"
     return r
+
+
+PORT_LOCKS: dict[int | None, threading.Lock] = {}
 
 
 class Listener:
@@ -228,8 +233,13 @@ class Gradings:
             with ThreadPoolExecutor(JOBS) as pool:
                 jobs = {k: pool.submit(grade_case, HOSTILE / k[0], k[1], self.work) for k in sorted(todo)}
                 for k, f in jobs.items():
-                    self.cache[k] = f.result()
+                    try:
+                        self.cache[k] = f.result()
+                    except Exception as e:  # this case's test reports it; the others keep their gradings
+                        self.cache[k] = {"exception": e}
             self.left_after_all = wait_for_no_student_processes()
+        if "exception" in self.cache[key]:
+            raise self.cache[key]["exception"]
         return self.cache[key]
 
 

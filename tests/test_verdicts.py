@@ -82,7 +82,10 @@ class Verdicts:
                                        self.tmp / f"{k[1]}-{Path(k[0]).parent.name}-{Path(k[0]).name}.json")
                         for k in todo}
                 for k, f in jobs.items():
-                    self.cache[k] = f.result()
+                    try:
+                        self.cache[k] = f.result()
+                    except Exception as e:  # that server's test reports it; the others keep their verdicts
+                        self.cache[k] = {"cli_error": f"{type(e).__name__}: {e}"}
         return self.cache[key]
 
 
