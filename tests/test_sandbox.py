@@ -161,7 +161,7 @@ def test_fd_links_without_cap_sys_ptrace_are_read_as_the_owner_and_cannot_be_dod
     try:
         time.sleep(0.1)
         real = probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied"))  # the real helper
-        assert real == {fd: os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in real} and 0 in real
+        assert real[0] == "/dev/null" and len(real) == len(os.listdir(f"/proc/{p.pid}/fd"))
 
         killed = (9, b"", False, False)  # SIGKILL that the grader did not send
         calls = []
