@@ -644,11 +644,13 @@ def test_gradescope_default_capabilities(gradescope_image: tuple[Any, str, str])
 # ====================================================================== labgrade batch
 
 CLASS = {  # six students, three labs each: references, skeletons, other legal designs, one-bug servers
+    # whose verdicts do not depend on the run (not unlocked-counter: whether its lost updates show in
+    # the printed totals, and so its `counter` score, varies from run to run; tsan catches it always)
     "ref": ("reference/fork", "reference/select", "reference/thread"),
     "skel": ("assignments/fork", "assignments/select", "assignments/thread"),
     "alt1": ("tests/servers/fork/alt-sig-ign", "tests/servers/select/alt-poll", "tests/servers/thread/alt-pool"),
     "alt2": ("tests/servers/fork/alt-sa-restart", "tests/servers/select/alt-epoll", "tests/servers/thread/alt-atomic"),
-    "bugs1": ("tests/servers/fork/no-reap", "tests/servers/select/busy-poll", "tests/servers/thread/unlocked-counter"),
+    "bugs1": ("tests/servers/fork/no-reap", "tests/servers/select/busy-poll", "tests/servers/thread/no-detach"),
     "bugs2": ("tests/servers/fork/child-returns", "tests/servers/select/no-stdin", "tests/servers/thread/inet-ntoa"),
 }
 
