@@ -27,6 +27,7 @@ their scores.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -157,10 +158,14 @@ def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
             "--reference-root", str(ref / "reference")]
     port = meta.get("listen")
     try:
-        with PORT_LOCKS.setdefault(port, threading.Lock()):  # one grading at a time listens on a port
+        # one grading at a time listens on a given port; the other cases run side by side
+        with PORT_LOCKS.setdefault(port, threading.Lock()) if port else contextlib.nullcontext():
             listener = Listener(port) if port else None
-            r = run_cli(argv, env={"LABGRADE_SESSION_PREFIX": prefix})
-            r["reached"] = listener.close() if listener else []
+            try:
+                r = run_cli(argv, env={"LABGRADE_SESSION_PREFIX": prefix})
+            finally:
+                reached = listener.close() if listener else []
+            r["reached"] = reached
         r["orphans"] = orphans()
         r["containers"] = labelled(prefix) if isolation == "docker" else []
         r["canary"] = json.loads(canary.read_text()) if canary.exists() else None
@@ -175,7 +180,7 @@ def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
     return r
 
 
-PORT_LOCKS: dict[int | None, threading.Lock] = {}
+PORT_LOCKS: dict[int, threading.Lock] = {}
 
 
 class Listener:
