@@ -19,7 +19,6 @@ import pytest
 
 from .errors import GradingEnvironmentError
 from .harness import Server
-from . import session as sessions
 from .sandbox import private_network
 from .session import GradingSession, default_reference_root
 from .verdict import CheckFailed, NotGraded
@@ -112,10 +111,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         verdict.update(status="failed", feedback=exc.feedback)
         session = getattr(item, "funcargs", {}).get("grading")
         meta = check_marker(item)
-        if (isinstance(session, GradingSession) and meta and not isinstance(exc, NotGraded)
-                and session.failed_seconds <= sessions.GRADING_BUDGET):
-            session.failed_seconds += call.duration  # the grading's budget counts only failed checks
-            session.failed_checks.append(meta["id"])
+        if isinstance(session, GradingSession) and meta and not isinstance(exc, NotGraded):
+            session.charge_failure(meta["id"], call.duration)  # the grading's budget counts only failed checks
     elif isinstance(exc, GradingEnvironmentError):
         verdict.update(status="error", feedback=f"Environment error (not charged): {exc}")
     else:

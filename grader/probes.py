@@ -139,9 +139,10 @@ def fd_targets(pid: int) -> dict[int, str]:
 
 def _fd_targets_as_owner(pid: int, denied: PermissionError) -> dict[int, str]:
     try:
-        uid, gid = (lambda st: (st.st_uid, st.st_gid))(os.stat(f"/proc/{pid}"))
+        st = os.stat(f"/proc/{pid}")
     except (FileNotFoundError, ProcessLookupError):
         return {}
+    uid, gid = st.st_uid, st.st_gid
     if os.geteuid() != 0 or uid == 0:
         raise GradingEnvironmentError(
             f"cannot read /proc/{pid}/fd links ({denied}); the grader needs CAP_SYS_PTRACE, or to run as root, "

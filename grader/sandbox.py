@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import functools
 import os
 import random
 import resource
@@ -158,25 +159,31 @@ def set_subreaper() -> None:
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-_private_fs: bool | None = None
+def _succeeds_in_child(attempt: Callable[[], bool]) -> bool:
+    """Whether `attempt` returns True in a forked child: namespaces are probed there, so this
+    process keeps its own."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os._exit(0 if attempt() else 1)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
+def _private_fs_works() -> bool:
+    return (_libc.unshare(CLONE_NEWNS) == 0
+            and _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0
+            and _libc.syscall(SYS_OPEN_TREE, AT_FDCWD, b"/tmp", OPEN_TREE_CLONE | AT_RECURSIVE) >= 0)
+
+
+@functools.cache
 def private_fs_supported() -> bool:
     """True when we may give student code a mount namespace of its own (root with
     CAP_SYS_ADMIN, i.e. not inside an ordinary container). Probed once, in a child."""
-    global _private_fs
-    if _private_fs is None:
-        _private_fs = False
-        if os.geteuid() == 0 and os.environ.get("LABGRADE_PRIVATE_FS", "1") != "0":
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - child
-                ok = (_libc.unshare(CLONE_NEWNS) == 0
-                      and _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0
-                      and _libc.syscall(SYS_OPEN_TREE, AT_FDCWD, b"/tmp", OPEN_TREE_CLONE | AT_RECURSIVE) >= 0)
-                os._exit(0 if ok else 1)
-            _, status = os.waitpid(pid, 0)
-            _private_fs = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    return _private_fs
+    return (os.geteuid() == 0 and os.environ.get("LABGRADE_PRIVATE_FS", "1") != "0"
+            and _succeeds_in_child(_private_fs_works))
 
 
 def local_protection() -> str:
@@ -192,24 +199,10 @@ def local_protection() -> str:
     return "root: " + ", ".join(held)
 
 
-_private_net: bool | None = None
-
-
+@functools.cache
 def private_network_supported() -> bool:
     """True when private_network() would work here. Probed once, in a child."""
-    global _private_net
-    if _private_net is None:
-        _private_net = False
-        if os.geteuid() == 0 and os.environ.get("LABGRADE_PRIVATE_NET", "1") != "0":
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - child
-                try:
-                    os._exit(0 if private_network() else 1)
-                except BaseException:
-                    os._exit(1)
-            _, status = os.waitpid(pid, 0)
-            _private_net = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    return _private_net
+    return _succeeds_in_child(private_network)
 
 
 def private_network() -> bool:

@@ -3,7 +3,6 @@ and the servers the checks start."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from . import probes
@@ -55,9 +54,15 @@ class GradingSession:
         self._ref_sandbox: Sandbox | None = None  # the reference runs as another uid than student code
         self._builds: dict[str, BuildResult] = {}
         self.servers: list[Server] = []
-        self.started_at = time.monotonic()
-        self.failed_seconds = 0.0  # spent in checks this submission failed (the plugin adds them)
+        self.failed_seconds = 0.0  # spent in checks this submission failed (see charge_failure)
         self.failed_checks: list[str] = []
+
+    def charge_failure(self, check_id: str, seconds: float) -> None:
+        """A check this submission failed took `seconds`: they count against the grading's budget
+        (until it is spent; the checks failed unrun after that add nothing)."""
+        if self.failed_seconds <= GRADING_BUDGET:
+            self.failed_seconds += seconds
+            self.failed_checks.append(check_id)
 
     # -- builds --------------------------------------------------------------------
     def _build(self, key: str, source: Path, make_vars: dict[str, str] | None = None,

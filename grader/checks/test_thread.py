@@ -156,9 +156,11 @@ def test_counter(server: Start) -> None:
              + (f"; lines that come close: {near}" if near else ""), rule=rule,
              hint="print exactly that text after echoing each line, one line per echo, and fflush(stdout)")
     problems = []
-    if len(recs) != len(lengths):
+    wrong_count = len(recs) != len(lengths)
+    wrong_sizes = Counter(r[0] for r in recs) != Counter(lengths)
+    if wrong_count:
         problems.append(f"{len(recs)} log lines for {len(lengths)} lines sent")
-    if Counter(r[0] for r in recs) != Counter(lengths):
+    if wrong_sizes:
         problems.append("the N values are not the lengths of the lines sent (N counts the '\\n')")
     ordered = sorted(recs, key=lambda r: r[1])
     prev = 0
@@ -172,7 +174,7 @@ def test_counter(server: Start) -> None:
     if ordered and ordered[-1][1] != total:
         problems.append(f"the last total is {ordered[-1][1]}, but the clients sent {total} bytes")
     if problems:
-        if len(recs) != len(lengths) or Counter(r[0] for r in recs) != Counter(lengths):
+        if wrong_count or wrong_sizes:
             hint = ("print one log line per line echoed, after echoing it, with N the number of bytes of that line "
                     "(as rio_readlineb returned it, '\\n' included), not one per read or per connection")
         else:
