@@ -761,8 +761,9 @@ def _processes_mentioning(text: str) -> list[str]:
 @pytest.mark.slow
 def test_batch_equals_one_by_one_and_resumes_after_a_kill(klass: Path, tmp_path: Path) -> None:
     """The acceptance run: 6 students x 3 labs with --jobs 2 gives, check for check, the scores
-    of grading each submission alone; a batch killed (SIGKILL) after some submissions resumes
-    with the missing ones only, and ends with the same gradebook. (On a machine loaded by others,
+    of grading each submission alone, faster than grading them one at a time; a batch killed
+    (SIGKILL) after some submissions resumes with the missing ones only, and ends with the same
+    gradebook. (On a machine loaded by others,
     a timing check on its edge can vary between two lone gradings too: such a submission is graded
     alone again, and the batch's result must be one that a lone grading gives; see _settle.)"""
     alone: dict[str, dict[str, Any]] = {}
@@ -821,25 +822,14 @@ def test_batch_equals_one_by_one_and_resumes_after_a_kill(klass: Path, tmp_path:
     if resumed == batch_scores:
         assert (killed / "gradebook.csv").read_text() == (full / "gradebook.csv").read_text()
     print("\n".join(notes) or "no grader variance: every grading of a submission gave the same result")
-    print(f"one by one {t_alone:.1f} s; batch --jobs 2 {t2:.1f} s; rerun {t_rerun:.1f} s; "
-          f"resume of {18 - len(finished)} {t_resume:.1f} s")
-
-
-@pytest.mark.slow
-def test_batch_jobs_2_is_faster_than_jobs_1(klass: Path, tmp_path: Path) -> None:
-    """Wall time of --jobs 1 and --jobs 2 on the same class. Other gradings on this 2-core machine
-    distort it, so the ratio is asserted only with LABGRADE_ASSERT_SPEEDUP=<ratio> (e.g. 1.6);
-    otherwise it is measured and printed, and only a speed-up at all is required."""
-    r1, t1 = _batch(klass, tmp_path / "j1", "--jobs", "1")
-    assert r1.returncode == 0, r1.stderr[-2000:]
-    r2, t2 = _batch(klass, tmp_path / "j2", "--jobs", "2")
-    assert r2.returncode == 0, r2.stderr[-2000:]
-    assert _scores(tmp_path / "j1") == _scores(tmp_path / "j2")
-    ratio = t1 / t2
+    ratio = t_alone / t2
     load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"--jobs 1 {t1:.1f} s, --jobs 2 {t2:.1f} s: {ratio:.2f}x (cores {os.cpu_count()}, load {load})")
+    print(f"one by one {t_alone:.1f} s; batch --jobs 2 {t2:.1f} s ({ratio:.2f}x, cores {os.cpu_count()}, "
+          f"load {load}); rerun {t_rerun:.1f} s; resume of {18 - len(finished)} {t_resume:.1f} s")
+    # --jobs 2 against the same 18 gradings made one at a time. Other work on this 2-core machine
+    # distorts the ratio, so a strict one is asserted only with LABGRADE_ASSERT_SPEEDUP=<ratio>.
     want = float(os.environ.get("LABGRADE_ASSERT_SPEEDUP") or 1.1)
-    assert ratio >= want, f"--jobs 2 only {ratio:.2f}x faster than --jobs 1 ({t1:.1f} s vs {t2:.1f} s)"
+    assert ratio >= want, f"--jobs 2 only {ratio:.2f}x faster than one at a time ({t_alone:.1f} s vs {t2:.1f} s)"
 
 
 @pytest.mark.slow

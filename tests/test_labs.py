@@ -406,9 +406,9 @@ def test_select_reference_serves_500_clients_past_stalled_and_flooding_ones(tmp_
         clients = [connect(server.port) for _ in range(500)]
         try:
             payloads = [line(8) for _ in clients]
-            for s, data in zip(clients, payloads):
+            for s, data in zip(clients, payloads, strict=True):
                 s.sendall(data)
-            for i, (s, data) in enumerate(zip(clients, payloads)):
+            for i, (s, data) in enumerate(zip(clients, payloads, strict=True)):
                 assert recv_exact(s, len(data)) == data, f"client {i} of 500 not served"
             grown = rss_kib(server.pid) - rss0
             assert grown < 16 * 1024, f"RSS grew {grown} KiB while a client flooded {flooded} bytes unread"
