@@ -18,10 +18,10 @@ import pexpect
 from . import exits, probes
 from .errors import GradingEnvironmentError, SubmissionTooLarge
 from .isolation.local import Sandbox, cgroup_oom_kills, end_processes
-from .output import BoundedOutput, size
+from .output import BoundedOutput, MiB, size
 
 BUILD_TIMEOUT = 60.0
-BUILD_DISK_LIMIT = 256 << 20
+BUILD_DISK_LIMIT = 256 * MiB
 BUILD_FILE_LIMIT = 20000   # files a build may create in the lab directory (each costs the disk check a stat)
 READY_TIMEOUT = 5.0        # LABS.md promises 3 s; we wait longer so a loaded machine never fails a correct server
 TSAN_READY_TIMEOUT = 15.0
@@ -97,7 +97,7 @@ def _wait_build(proc: subprocess.Popen[bytes], work: Path, timeout: float) -> st
             return f"the build did not finish within {timeout:.0f} s and was stopped"
         used, files = _disk_usage(work)
         if used > BUILD_DISK_LIMIT:
-            return (f"the build wrote more than {BUILD_DISK_LIMIT >> 20} MiB into the lab directory "
+            return (f"the build wrote more than {BUILD_DISK_LIMIT // MiB} MiB into the lab directory "
                     f"({size(used)}) and was stopped")
         if files > BUILD_FILE_LIMIT:
             return f"the build created more than {BUILD_FILE_LIMIT} files in the lab directory and was stopped"
