@@ -229,7 +229,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     con.print(f"Grading {len(todo)} submission(s) ({len(results)} already graded) with {jobs} job(s), "
               f"isolation {iso}")
     if iso == "local" and todo:
-        from .sandbox import local_protection
+        from .isolation.local import local_protection
 
         con.print(f"local isolation: {local_protection()}", highlight=False)
     t0 = time.monotonic()

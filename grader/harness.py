@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pexpect
 
-from . import probes
-from .errors import GradingEnvironmentError
-from .output import BoundedOutput, size
-from .sandbox import Sandbox, SubmissionTooLarge, cgroup_memory_limit, cgroup_oom_kills
+from . import exits, probes
+from .errors import GradingEnvironmentError, SubmissionTooLarge
+from .isolation.local import Sandbox, cgroup_oom_kills, end_processes
+from .output import BoundedOutput, MiB, size
 
 BUILD_TIMEOUT = 60.0
-BUILD_DISK_LIMIT = 256 << 20
+BUILD_DISK_LIMIT = 256 * MiB
 BUILD_FILE_LIMIT = 20000   # files a build may create in the lab directory (each costs the disk check a stat)
 READY_TIMEOUT = 5.0        # LABS.md promises 3 s; we wait longer so a loaded machine never fails a correct server
 TSAN_READY_TIMEOUT = 15.0
@@ -73,7 +73,7 @@ def build(source: Path, sandbox: Sandbox, name: str, *, make_vars: dict[str, str
         sandbox.spawned.discard(proc.pid)
         reader.join(2)
         proc.stdout.close()
-    stopped = sandbox.violation(t0)
+    stopped = sandbox.watchdog.violation(t0)
     if stopped:  # the watchdog killed the build: that is why make ended
         problem = f"the build was stopped by the grader: {stopped}"
     if problem.startswith("the build wrote more than") or problem.startswith("the build created more than"):
@@ -97,7 +97,7 @@ def _wait_build(proc: subprocess.Popen[bytes], work: Path, timeout: float) -> st
             return f"the build did not finish within {timeout:.0f} s and was stopped"
         used, files = _disk_usage(work)
         if used > BUILD_DISK_LIMIT:
-            return (f"the build wrote more than {BUILD_DISK_LIMIT >> 20} MiB into the lab directory "
+            return (f"the build wrote more than {BUILD_DISK_LIMIT // MiB} MiB into the lab directory "
                     f"({size(used)}) and was stopped")
         if files > BUILD_FILE_LIMIT:
             return f"the build created more than {BUILD_FILE_LIMIT} files in the lab directory and was stopped"
@@ -152,7 +152,7 @@ class Server:
     def start(self) -> Server:
         work = self.build.directory
         self._oom_kills = cgroup_oom_kills()
-        self.sandbox.peak_memory = 0
+        self.sandbox.watchdog.peak_memory = 0
         try:
             self.child = pexpect.spawn(
                 str(self.build.binary), [str(self.port)], cwd=str(work),
@@ -198,7 +198,7 @@ class Server:
 
     def alive(self) -> bool:
         p = probes.proc(self.pid)
-        if p is not None and not p.zombie and self.sandbox.violation(self.started_at):
+        if p is not None and not p.zombie and self.sandbox.watchdog.violation(self.started_at):
             # the watchdog has killed it: a process with a lot of memory takes a moment to die
             deadline = time.monotonic() + 1.0
             while p is not None and not p.zombie and time.monotonic() < deadline:
@@ -207,46 +207,15 @@ class Server:
         return p is not None and not p.zombie
 
     def exit_description(self) -> str:
-        """How the server ended, for feedback ('killed by SIGPIPE', 'exited with status 1'), with
-        the reason when a limit ended it ('killed by the grader (SIGKILL): its processes used 1100
-        MiB of memory, more than the limit of 1024 MiB'); or 'still running' (and how busy)."""
+        """How the server ended, for feedback (exits.ended), or 'still running' (and how busy)."""
         p = probes.proc(self.pid)
         if p is not None and not p.zombie:
-            elapsed = time.monotonic() - self.started_at
-            if elapsed > 1 and p.cpu_seconds > 0.25 * elapsed:
-                return f"still running, and busy: {p.cpu_seconds:.1f} s of CPU time in its {elapsed:.1f} s"
-            return "still running"
+            return exits.still_running(p, self.started_at)
         assert self.child is not None
         with contextlib.suppress(Exception):
             self.child.wait()
-        sig, code = self.child.signalstatus, self.child.exitstatus
-        if sig is None:
-            return f"exited with status {code}"
-        name = signal.Signals(sig).name
-        lim = self.sandbox.limits
-        if sig == signal.SIGKILL:
-            why = self.sandbox.violation(self.started_at)
-            if why:
-                return f"killed by the grader (SIGKILL): {why}"
-            oom = cgroup_oom_kills()
-            if oom is not None and self._oom_kills is not None and oom > self._oom_kills:
-                limit = cgroup_memory_limit()
-                return ("killed by the kernel's out-of-memory killer (SIGKILL) after using "
-                        f"{size(self.sandbox.peak_memory)}"
-                        + (f": the grading's memory limit of {size(limit)} was reached" if limit else ""))
-            if self._stopping:
-                return "killed by SIGKILL (stopped by the grader)"
-            return ("killed by SIGKILL, which the grader did not send: a process of the submission sent it "
-                    "(kill(-1, SIGKILL)?), or the kernel did")
-        reasons = {
-            signal.SIGXCPU: f": it used more than the limit of {lim.cpu_seconds} s of CPU time",
-            signal.SIGXFSZ: f": it tried to write a file larger than the limit of {size(lim.file_size)}",
-            signal.SIGSEGV: " (a segmentation fault: an invalid memory access)",
-            signal.SIGBUS: " (a bus error: an invalid memory access)",
-            signal.SIGABRT: " (abort(): a failed assert, or the C library found its heap corrupted)",
-            signal.SIGPIPE: " (it wrote to a connection its client had closed, with SIGPIPE not ignored)",
-        }
-        return f"killed by {name}{reasons.get(signal.Signals(sig), '')}"
+        return exits.ended(self.child.signalstatus, self.child.exitstatus, sandbox=self.sandbox,
+                           since=self.started_at, oom_kills=self._oom_kills, stopping=self._stopping)
 
     def type_line(self, text: str) -> None:
         """Type a line on the server's terminal (its standard input)."""
@@ -262,17 +231,14 @@ class Server:
         if self.child is None:
             return
         self._stopping = True
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 0.5
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.01)
-        # this server and what it started; orphans that left its tree are swept by the sandbox
-        for p in [*probes.descendants(self.pid), probes.proc(self.pid)]:
-            if p is not None and not p.zombie:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(p.pid, signal.SIGKILL)
+        pid = self.pid
+
+        def tree() -> list[probes.Proc]:
+            return [p for p in [probes.proc(pid), *probes.descendants(pid)] if p is not None and not p.zombie]
+
+        # this server and what it started (SIGTERM, then SIGKILL after half a second); orphans that
+        # left its tree are swept by the sandbox. pexpect reaps the server: no reaping here.
+        end_processes(tree, grace=0.5, timeout=0, reap=False)
         self._stop.set()
         if self._drain is not None:
             self._drain.join(1)

@@ -7,6 +7,7 @@ import threading
 # Terminal control characters (escape sequences, bells, backspaces, ...) are shown, never obeyed:
 # feedback is printed on terminals and rendered in web pages.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+MiB = 1 << 20  # bytes; the grader's limits are written in it
 
 
 def size(n: int | float) -> str:

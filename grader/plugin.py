@@ -19,7 +19,7 @@ import pytest
 
 from .errors import GradingEnvironmentError
 from .harness import Server
-from .sandbox import private_network
+from .isolation.local import private_network
 from .session import GradingSession, default_reference_root
 from .verdict import CheckFailed, NotGraded
 

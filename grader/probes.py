@@ -2,18 +2,21 @@
 
 Everything here reads the kernel's view directly, so a server cannot lie about it.
 Reading `/proc/PID/fd/*` links of another uid's process needs CAP_SYS_PTRACE
-(ENVIRONMENT.md); without it a root grader reads them as the process's own uid (fd_targets),
-and only when neither works is the failure the environment's, raised as such.
+(ENVIRONMENT.md); without it a root grader reads them as the process's own uid (fd_targets).
+Probes only observe: what they cannot read raises ProbeError (the environment's failure), and
+ProbeInterfered when the submission kept killing the helper; the check that asked decides
+whether that is the student's failure (checks.common.fd_targets).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GradingEnvironmentError
+from .errors import ProbeError, ProbeInterfered
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -29,6 +32,7 @@ class Proc:
     threads: int
     cpu_seconds: float  # user + system time of this process (not of its children)
     uid: int
+    rss: int  # resident memory, bytes
 
     @property
     def zombie(self) -> bool:
@@ -41,16 +45,32 @@ class Proc:
 def proc(pid: int) -> Proc | None:
     """One process, or None when it is gone."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        # the one reader of /proc/PID/stat; comm is whatever bytes the process set (prctl)
+        raw = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
         st = os.stat(f"/proc/{pid}")
     except (FileNotFoundError, ProcessLookupError):
         return None
     # comm may hold spaces and parentheses: it ends at the last ')'.
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     f = raw[raw.rindex(")") + 2 :].split()
-    # fields after comm: state(0) ppid(1) ... utime(11) stime(12) ... num_threads(17)
+    # fields after comm: state(0) ppid(1) ... utime(11) stime(12) ... num_threads(17) ... rss(21)
     return Proc(pid=pid, ppid=int(f[1]), state=f[0], comm=comm, threads=int(f[17]),
-                cpu_seconds=(int(f[11]) + int(f[12])) / CLK_TCK, uid=st.st_uid)
+                cpu_seconds=(int(f[11]) + int(f[12])) / CLK_TCK, uid=st.st_uid, rss=int(f[21]) * PAGE)
+
+
+def pids_of(uid: int) -> list[int]:
+    """The pids of uid's processes, zombies included (a stat of each /proc entry, cheaper than
+    reading every process's stat file)."""
+    out = []
+    with os.scandir("/proc") as it:
+        for e in it:
+            if e.name.isdigit():
+                try:
+                    if e.stat().st_uid == uid:
+                        out.append(int(e.name))
+                except OSError:
+                    continue
+    return out
 
 
 def all_procs() -> list[Proc]:
@@ -121,7 +141,8 @@ def fd_targets(pid: int) -> dict[int, str]:
     Reading another uid's links needs CAP_SYS_PTRACE. Without it (Docker's default capabilities,
     Gradescope) a root grader reads them from a forked helper that takes the target's uid: the
     kernel lets a process read its own uid's links, and the helper, made non-dumpable by the uid
-    change itself, cannot be traced or altered by the student's processes."""
+    change itself, cannot be traced or altered by the student's processes (it can be signalled:
+    ProbeInterfered when it kept being killed). ProbeError when the links cannot be read at all."""
     out = {}
     try:
         names = os.listdir(f"/proc/{pid}/fd")
@@ -144,13 +165,13 @@ def _fd_targets_as_owner(pid: int, denied: PermissionError) -> dict[int, str]:
         return {}
     uid, gid = st.st_uid, st.st_gid
     if os.geteuid() != 0 or uid == 0:
-        raise GradingEnvironmentError(
+        raise ProbeError(
             f"cannot read /proc/{pid}/fd links ({denied}); the grader needs CAP_SYS_PTRACE, or to run as root, "
             "to inspect another user's descriptors (docker run --cap-add SYS_PTRACE)") from denied
     # The helper has the submission's uid, so the submission can signal it (nothing else: the uid
     # change made it non-dumpable, so it cannot be traced or read). Killed or stopped by anyone but
-    # us, it is tried again; a submission that keeps doing that loses the check, it cannot turn a
-    # verdict into an uncharged error.
+    # us, it is tried again; a submission that keeps doing that is told apart (ProbeInterfered),
+    # so that the check can make it the student's failure, not an uncharged error.
     interfered = 0
     while True:
         status, data, stopped, we_killed = _links_as(uid, gid, pid)
@@ -165,13 +186,8 @@ def _fd_targets_as_owner(pid: int, denied: PermissionError) -> dict[int, str]:
             interfered += 1
             if interfered < 5:
                 continue
-            from .verdict import fail
-
-            fail(f"read the server's descriptors (/proc/{pid}/fd) with a helper process of your submission's uid",
-                 f"the helper was killed or stopped {interfered} times by a signal the grader did not send: a "
-                 "process of your submission signals processes it did not start (kill(-1, ...)?)",
-                 rule="the server signals only the processes it started")
-        raise GradingEnvironmentError(
+            raise ProbeInterfered(pid, interfered)
+        raise ProbeError(
             f"cannot read /proc/{pid}/fd links ({denied}), not even as uid {uid}: the grader needs CAP_SYS_PTRACE "
             "(docker run --cap-add SYS_PTRACE)") from denied
 
@@ -190,10 +206,8 @@ def _links_as(uid: int, gid: int, pid: int, timeout: float = 10.0) -> tuple[int,
             os.setresuid(uid, uid, uid)
             parts = []
             for name in os.listdir(f"/proc/{pid}/fd"):
-                try:
+                with contextlib.suppress(OSError):
                     parts.append(f"{name}={os.readlink(f'/proc/{pid}/fd/{name}')}")
-                except OSError:
-                    pass
             data = "\0".join(parts).encode()
             while data:
                 data = data[os.write(w, data):]

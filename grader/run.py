@@ -14,8 +14,8 @@ from typing import Any
 
 from . import catalogue, probes
 from .errors import GradingEnvironmentError, ReportError, UsageError
+from .isolation.local import end_processes, set_subreaper
 from .report import summarize
-from .sandbox import set_subreaper
 from .schema import validate_summary
 
 GRADE_TIMEOUT = 900.0
@@ -123,17 +123,9 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
 def _sweep_descendants(keep: set[int]) -> None:
     """Kill and reap what this grading left under us (orphans of the pytest process land here),
     sparing the processes the caller had before it started."""
-    for _ in range(50):
-        procs = probes.all_procs()
-        left = [p for p in probes.descendants(os.getpid(), procs) if p.pid not in keep]
-        for p in left:
-            if not p.zombie:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(p.pid, signal.SIGKILL)
-        for p in left:
-            if p.ppid == os.getpid():
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(p.pid, os.WNOHANG)
-        if not left:
-            return
-        time.sleep(0.02)
+    me = os.getpid()
+
+    def left() -> list[probes.Proc]:
+        return [p for p in probes.descendants(me) if p.pid not in keep and not p.zombie]
+
+    end_processes(left, timeout=1.0, spare=keep)

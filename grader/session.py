@@ -8,7 +8,7 @@ from pathlib import Path
 from . import probes
 from .errors import GradingEnvironmentError
 from .harness import TSAN_FLAGS, BuildResult, Server, build
-from .sandbox import Sandbox
+from .isolation.local import Sandbox
 from .verdict import NotGraded, fail
 
 # A grading's bound: the checks of a correct server take 5-15 s (40 s on a busy machine); a server

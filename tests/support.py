@@ -13,7 +13,7 @@ def student_processes() -> list[str]:
     orphans adopted by init, or processes under this test run. (A grading running in parallel
     elsewhere on the machine owns its processes through its own subreaper: they are not counted.)"""
     from grader import probes
-    from grader.sandbox import UID_BASE, UID_COUNT
+    from grader.isolation.local import UID_BASE, UID_COUNT
 
     procs = probes.all_procs()
     ours = {p.pid for p in probes.descendants(os.getpid(), procs)}

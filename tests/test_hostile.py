@@ -48,7 +48,7 @@ import pytest
 from support import ROOT, copy_lab, lab_files, student_processes
 
 from grader.errors import ReportError
-from grader.sandbox import private_fs_supported, private_network_supported
+from grader.isolation.local import private_fs_supported, private_network_supported
 from grader.schema import validate_summary
 
 HOSTILE = ROOT / "tests" / "servers" / "hostile"
@@ -114,7 +114,7 @@ def labelled(prefix: str) -> list[str]:
 def orphans() -> list[str]:
     """Processes of the grader's uid pool adopted by init: escaped from some grading."""
     from grader import probes
-    from grader.sandbox import UID_BASE, UID_COUNT
+    from grader.isolation.local import UID_BASE, UID_COUNT
 
     return [p.describe() for p in probes.all_procs()
             if UID_BASE <= p.uid < UID_BASE + UID_COUNT and p.ppid == 1 and not p.zombie]

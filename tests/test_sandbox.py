@@ -11,7 +11,7 @@ from support import ROOT
 
 from grader import probes
 from grader.harness import Server, build
-from grader.sandbox import UID_BASE, UID_COUNT, Sandbox
+from grader.isolation.local import UID_BASE, UID_COUNT, Sandbox
 
 FLOOD = r'''
 #include <stdio.h>
@@ -42,8 +42,7 @@ def run_in(sb: Sandbox, cmd: str) -> str:
 
 
 def test_student_code_runs_unprivileged_with_limits() -> None:
-    sb = Sandbox()
-    try:
+    with Sandbox() as sb:
         out = run_in(sb, "id -u; ulimit -n; ulimit -c").split()
         if os.geteuid() == 0:
             assert sb.uid is not None and UID_BASE <= int(out[0]) < UID_BASE + UID_COUNT
@@ -53,8 +52,6 @@ def test_student_code_runs_unprivileged_with_limits() -> None:
         # the grader's own directory is not listable by student code
         assert "denied" in subprocess.run(["sh", "-c", f"ls {sb.root} 2>&1"], preexec_fn=sb.preexec(),
                                           capture_output=True, text=True).stdout or os.geteuid() != 0
-    finally:
-        sb.close()
 
 
 def test_a_flooding_server_with_an_escaped_daemon_is_drained_and_removed(tmp_path: Path) -> None:
@@ -101,7 +98,7 @@ def test_ports_are_never_handed_out_twice() -> None:
 
 NETNS_PROBE = r'''
 import json, socket, sys
-from grader.sandbox import private_network
+from grader.isolation.local import private_network
 port = int(sys.argv[1])
 private = private_network()
 out = {"private": private}
@@ -127,7 +124,7 @@ def test_a_grading_as_root_has_a_network_of_its_own() -> None:
     import json
     import socket
 
-    from grader.sandbox import private_network_supported
+    from grader.isolation.local import private_network_supported
 
     with socket.create_server(("127.0.0.1", 0)) as machine:
         port = machine.getsockname()[1]
@@ -144,12 +141,14 @@ def test_a_grading_as_root_has_a_network_of_its_own() -> None:
 def test_fd_links_without_cap_sys_ptrace_are_read_as_the_owner_and_cannot_be_dodged(monkeypatch) -> None:
     """Without CAP_SYS_PTRACE a root grader reads another uid's /proc/PID/fd links from a helper of
     that uid. The submission can signal that helper: killed or stopped by someone else, it is tried
-    again, and a submission that keeps at it loses the check (a verdict, never an uncharged error);
-    a helper the grader had to end (silent) is the environment's failure."""
+    again, and a submission that keeps at it is told apart (ProbeInterfered), which the checks make
+    its failure (a verdict, never an uncharged error); a helper the grader had to end (silent) is
+    the environment's failure."""
     import pytest
 
     from grader import probes
-    from grader.errors import GradingEnvironmentError
+    from grader.checks import common
+    from grader.errors import GradingEnvironmentError, ProbeError, ProbeInterfered
     from grader.verdict import CheckFailed
 
     if os.geteuid() != 0:
@@ -166,15 +165,55 @@ def test_fd_links_without_cap_sys_ptrace_are_read_as_the_owner_and_cannot_be_dod
         killed = (9, b"", False, False)  # SIGKILL that the grader did not send
         calls = []
         monkeypatch.setattr(probes, "_links_as", lambda *a: calls.append(a) or killed)
-        with pytest.raises(CheckFailed, match="killed or stopped 5 times"):
+        with pytest.raises(ProbeInterfered, match="killed or stopped 5 times"):
             probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied"))
         assert len(calls) == 5
+        monkeypatch.setattr(probes, "fd_targets", lambda pid: probes._fd_targets_as_owner(pid, PermissionError(13, "")))
+        for read in (common.fd_targets, common.socket_inodes):  # what the checks see: the student's failure
+            with pytest.raises(CheckFailed, match="killed or stopped 5 times by a signal the grader did not send") as e:
+                read(p.pid)
+            assert e.value.rule == "the server signals only the processes it started"
         stopped_then_ok = iter([(9, b"", True, False), (0, b"0=/dev/null\x001=pipe:[7]", False, False)])
         monkeypatch.setattr(probes, "_links_as", lambda *a: next(stopped_then_ok))
         assert probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied")) == {0: "/dev/null", 1: "pipe:[7]"}
         monkeypatch.setattr(probes, "_links_as", lambda *a: (9, b"", False, True))  # silent: ended by us
-        with pytest.raises(GradingEnvironmentError):
+        with pytest.raises(ProbeError) as env:
             probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied"))
+        assert isinstance(env.value, GradingEnvironmentError) and not isinstance(env.value, ProbeInterfered)
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_sandbox_whose_start_fails_gives_everything_back(monkeypatch, tmp_path: Path) -> None:
+    """A Sandbox that raises half-way through __init__ leaves no work directory and no locked uid;
+    one that is closed twice does nothing the second time (the uid may be another grading's by then)."""
+    import pytest
+
+    from grader.isolation.local import WORK_ROOT_ENV, locks, sandbox
+
+    taken: list[tuple[int, int]] = []
+    real_reserve = sandbox.reserve_uid
+
+    def reserve() -> tuple[int, int]:
+        taken.append(real_reserve())
+        return taken[-1]
+
+    def broken() -> None:
+        raise OSError("prctl failed")
+
+    monkeypatch.setenv(WORK_ROOT_ENV, str(tmp_path))
+    monkeypatch.setattr(sandbox, "reserve_uid", reserve)
+    monkeypatch.setattr(sandbox, "set_subreaper", broken)
+    with pytest.raises(OSError, match="prctl failed"):
+        Sandbox()
+    assert list(tmp_path.iterdir()) == []
+    if os.geteuid() == 0:
+        fd = locks.try_lock(f"uid-{taken[0][0]}.lock")  # free again
+        assert fd is not None
+        os.close(fd)
+    monkeypatch.undo()
+    with Sandbox() as sb:
+        assert sb.root.is_dir()
+    sb.close()
+    assert not sb.root.exists()

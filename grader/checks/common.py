@@ -4,9 +4,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from .. import probes
 from ..clients import Client, close_all, compare, connect_many, echo_many, random_line, random_lines
+from ..errors import ProbeInterfered
 from ..harness import Server
 from ..session import GradingSession
 from ..verdict import fail
@@ -24,6 +26,30 @@ def state(s: Server) -> str:
         return "the server is still running"
     tail = s.output.text(600).strip()
     return f"the server has died ({s.exit_description()})" + (f"; its last output:\n{tail}" if tail else "")
+
+
+def fd_targets(pid: int) -> dict[int, str]:
+    """probes.fd_targets, where a submission that kept killing the probe's helper loses the check:
+    probes only observe, the check decides (it must not turn a verdict into an uncharged error)."""
+    try:
+        return probes.fd_targets(pid)
+    except ProbeInterfered as e:
+        _interfered(e)
+
+
+def socket_inodes(pid: int) -> dict[int, int]:
+    """probes.socket_inodes, decided as fd_targets is."""
+    try:
+        return probes.socket_inodes(pid)
+    except ProbeInterfered as e:
+        _interfered(e)
+
+
+def _interfered(e: ProbeInterfered) -> NoReturn:
+    fail(f"read the server's descriptors (/proc/{e.pid}/fd) with a helper process of your submission's uid",
+         f"the helper was killed or stopped {e.times} times by a signal the grader did not send: a "
+         "process of your submission signals processes it did not start (kill(-1, ...)?)",
+         rule="the server signals only the processes it started")
 
 
 def expect_echo(s: Server, c: Client, data: bytes, did: str, *, rule: str,
@@ -148,7 +174,7 @@ def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> 
 def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -> None:
     s = start()
     pid = s.pid
-    base = probes.fd_targets(pid)
+    base = fd_targets(pid)
     for _ in range(3):
         clients = served(s, 10, what="a wave of clients, to see whether their descriptors are released")
         for k, c in enumerate(clients):
@@ -166,7 +192,7 @@ def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -
              state(s), rule="the server releases a connection's descriptor when its client is done, and keeps "
              "serving", hint="make `robust-disconnect` pass first: a client's reset must not end the server")
     if not released:
-        now = probes.fd_targets(pid)
+        now = fd_targets(pid)
         extra = {fd: t for fd, t in now.items() if base.get(fd) != t}
         listing = ", ".join(f"fd {fd} -> {t}" for fd, t in sorted(extra.items())[:12])
         fail("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side) "

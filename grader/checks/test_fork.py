@@ -49,7 +49,7 @@ def test_process_per_client(server: Start) -> None:
         owners: dict[int, set[int]] = {}
         conn_inodes = _server_side_inodes(s.port, clients)
         for k in kids:
-            for inode in probes.socket_inodes(k.pid).values():
+            for inode in common.socket_inodes(k.pid).values():
                 if inode in conn_inodes:
                     owners.setdefault(conn_inodes[inode], set()).add(k.pid)
         if len(kids) < 6 or len({frozenset(v) for v in owners.values()}) < 6:
@@ -155,7 +155,7 @@ def test_listenfd_closed(server: Start) -> None:
         holders = []
         for k in require_children(s, "connected 3 clients, each echoed a line; then listed the server's children",
                                   "no child could be checked for a copy of the listening socket"):
-            fds = [fd for fd, ino in probes.socket_inodes(k.pid).items() if ino in listening]
+            fds = [fd for fd, ino in common.socket_inodes(k.pid).items() if ino in listening]
             if fds:
                 holders.append(f"{k.describe()} holds it as fd {fds[0]}")
         if holders:

@@ -8,12 +8,12 @@ import time
 
 from .. import probes
 from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines
+from ..output import MiB
 from ..verdict import fail
 from . import common, graded
 from .common import PATIENCE, Start, expect_echo, served, state
 
 LAB = "select"
-MiB = 1 << 20
 
 
 globals().update(common.shared_checks(LAB))  # build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference

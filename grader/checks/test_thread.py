@@ -11,13 +11,13 @@ from .. import probes
 from ..clients import close_all, connect_many, echo_many, random_lines
 from ..errors import GradingEnvironmentError
 from ..harness import TSAN_FLAGS, Server
+from ..output import MiB
 from ..session import GradingSession
 from ..verdict import fail
 from . import common, graded
 from .common import PATIENCE, Start, served, state, wait_until
 
 LAB = "thread"
-MiB = 1 << 20
 # A prethreaded pool of 32 workers is legal: never more clients at once than that. The other
 # checks stay a little below it; thread-per-client uses exactly POOL to require the 32 workers.
 POOL = 32
