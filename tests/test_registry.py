@@ -33,7 +33,7 @@ from grader.handout import build_handout, lab_title
 Problems = list[str]
 NOT_LABS = {"grade", "test"}  # the compose file's services that are no lab's workspace
 WORKSPACE = "/home/student/lab"
-LAB_IMAGE = "labgrade-lab:latest"
+LAB_IMAGE = "labgrade-lab:${LABGRADE_TAG:-latest}"
 
 
 def names(line: str, labs: Sequence[str]) -> set[str]:
