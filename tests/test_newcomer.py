@@ -20,6 +20,7 @@ import yaml
 from support import ROOT
 
 from grader import batch
+from grader.errors import IsolationError
 from grader.isolation import docker as dockeriso
 
 WHEELS = ROOT / "images" / "wheels"
@@ -135,19 +136,19 @@ def test_the_batch_names_the_host_path_of_its_results(monkeypatch: pytest.Monkey
     mounts = [{"Type": "bind", "Source": "/home/u/labgrade/results", "Destination": "/results"},
               {"Type": "bind", "Source": "/home/u/labgrade/submissions", "Destination": "/submissions"},
               {"Type": "volume", "Source": "/var/lib/docker/volumes/v/_data", "Destination": "/results/deep"}]
-    monkeypatch.setattr(dockeriso, "own_container_id", lambda: "c" * 64)
+    monkeypatch.setattr(batch, "own_container_id", lambda: "c" * 64)
     monkeypatch.setattr(dockeriso, "client", lambda timeout=60: _FakeClient(mounts))
-    assert dockeriso.host_path(Path("/results")) == Path("/home/u/labgrade/results")
-    assert dockeriso.host_path(Path("/results/alice/fork.json")) == Path("/home/u/labgrade/results/alice/fork.json")
-    assert dockeriso.host_path(Path("/resultsx")) is None and dockeriso.host_path(Path("/tmp")) is None
+    assert batch.host_path(Path("/results")) == Path("/home/u/labgrade/results")
+    assert batch.host_path(Path("/results/alice/fork.json")) == Path("/home/u/labgrade/results/alice/fork.json")
+    assert batch.host_path(Path("/resultsx")) is None and batch.host_path(Path("/tmp")) is None
     assert batch.shown_path(Path("/results")) == "/home/u/labgrade/results (on the host; /results in this container)"
     # outside a container, or when the engine does not answer: the path as it is
-    monkeypatch.setattr(dockeriso, "own_container_id", lambda: None)
+    monkeypatch.setattr(batch, "own_container_id", lambda: None)
     assert batch.shown_path(Path("/srv/results")) == "/srv/results"
-    monkeypatch.setattr(dockeriso, "own_container_id", lambda: "c" * 64)
+    monkeypatch.setattr(batch, "own_container_id", lambda: "c" * 64)
 
     def unreachable(timeout: float = 60) -> Any:
-        raise dockeriso.IsolationError("cannot reach the Docker engine")
+        raise IsolationError("cannot reach the Docker engine")
 
     monkeypatch.setattr(dockeriso, "client", unreachable)
     assert batch.shown_path(Path("/results")) == "/results"
