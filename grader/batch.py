@@ -9,6 +9,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,11 @@ from .errors import ReportError, UsageError
 from .report import gradescope, ungradable
 from .run import GRADE_TIMEOUT
 from .schema import validate_summary
+
+# Whose the results are when the batch runs as root: the owner of --out when that is not root,
+# else the owner of the path this names (docker-compose.yml: the class it mounts, which belongs to
+# whoever cloned the repository), so that `docker compose run --rm grade` leaves the user's files.
+RESULTS_OWNER_ENV = "LABGRADE_RESULTS_OWNER"
 
 # The child's own time limit (GRADE_TIMEOUT) fires first and cleans up after itself; this one
 # is the backstop for a child that does not come back at all.
@@ -268,12 +274,94 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
         pool.shutdown(wait=True)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        hand_over(out, todo_all)
     ordered = [(j, results[j]) for j in todo_all]
     write_gradebook(out / "gradebook.csv", ordered)
     write_junit(out / "junit.xml", ordered)
+    hand_over(out, todo_all)
     print_gradebook(ordered)
-    con.print(f"Graded {len(todo)} in {time.monotonic() - t0:.1f} s; results in {out}")
+    con.print(f"Graded {len(todo)} in {time.monotonic() - t0:.1f} s; results in {shown_path(out)}", highlight=False)
     return 0 if all(s["gradable"] for _, s in ordered) else 1
+
+
+def results_owner(out: Path) -> tuple[int, int] | None:
+    """(uid, gid) the results should belong to, or None when they stay the batch's own: only a
+    batch run as root hands them over, to the owner of `out` or else of $LABGRADE_RESULTS_OWNER,
+    whichever first is not root."""
+    if os.geteuid() != 0:
+        return None
+    for p in (str(out), os.environ.get(RESULTS_OWNER_ENV)):
+        try:
+            st = os.stat(p) if p else None
+        except OSError:
+            continue
+        if st is not None and st.st_uid != 0:
+            return st.st_uid, st.st_gid
+    return None
+
+
+def hand_over(out: Path, jobs: Iterable[Job]) -> None:
+    """Give what the batch writes in `out` (out itself, a directory per student, each job's two
+    files, gradebook.csv, junit.xml) to `results_owner`; nothing else in `out` is touched, and
+    symbolic links are never followed."""
+    owner = results_owner(out)
+    if owner is None:
+        return
+    paths = [out, out / "gradebook.csv", out / "junit.xml"]
+    for j in jobs:
+        dest = summary_path(out, j)
+        paths += [dest.parent, dest, dest.parent / f"{j.lab}.results.json"]
+    for p in dict.fromkeys(paths):
+        with contextlib.suppress(OSError):
+            if os.lstat(p).st_uid != owner[0]:
+                os.chown(p, *owner, follow_symlinks=False)
+
+
+def shown_path(p: Path) -> str:
+    """`p` as the user sees it: in a container (`docker compose run --rm grade`), the host's
+    path of the bind mount that holds it, when the engine says."""
+    host = host_path(p)
+    return f"{host} (on the host; {p} in this container)" if host else str(p)
+
+
+def own_container_id() -> str | None:
+    """The id of the container this process runs in, from the engine's bind mounts of
+    /etc/hostname and friends in /proc/self/mountinfo; None outside a container."""
+    if not Path("/.dockerenv").exists():
+        return None
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return None
+    m = re.search(r"/containers/([0-9a-f]{64})/", text)
+    return m.group(1) if m else None
+
+
+def host_path(path: Path) -> Path | None:
+    """Where `path` of this container is on the engine's host: inside the source of the bind
+    mount that holds it, asked of the engine about this very container. None outside a
+    container, without an engine, or for a path on no bind mount."""
+    cid = own_container_id()
+    if cid is None:
+        return None
+    try:
+        from .isolation import docker as dockeriso
+
+        c = dockeriso.client(timeout=10)
+        try:
+            mounts = c.api.inspect_container(cid).get("Mounts") or []
+        finally:
+            c.close()
+    except Exception:  # only a message depends on it
+        return None
+    p = Path(os.path.abspath(path))
+    found: tuple[Path, Path] | None = None
+    for m in mounts:
+        dest = Path(m.get("Destination") or "/nonexistent")
+        if m.get("Type") == "bind" and m.get("Source") and (p == dest or dest in p.parents) \
+                and (found is None or len(dest.parts) > len(found[0].parts)):
+            found = (dest, Path(m["Source"]))
+    return found[1] / p.relative_to(found[0]) if found else None
 
 
 def write_gradebook(path: Path, rows: list[tuple[Job, dict[str, Any]]]) -> None:

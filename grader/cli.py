@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import catalogue
 from .errors import GraderError, UsageError
 
 EXIT_GRADED, EXIT_UNGRADABLE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -16,10 +17,11 @@ def _ids(text: str | None) -> list[str] | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="labgrade", description="Grade concurrent echo servers (fork, select, thread).")
+    labs = list(catalogue.LABS)
+    p = argparse.ArgumentParser(prog="labgrade", description=f"Grade concurrent echo servers ({', '.join(labs)}).")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("grade", help="grade one lab directory")
-    g.add_argument("lab", choices=["fork", "select", "thread"])
+    g.add_argument("lab", choices=labs)
     g.add_argument("dir", nargs="?", default=".", type=Path)
     g.add_argument("--json", type=Path, help="write the summary JSON here")
     g.add_argument("--gradescope", type=Path, help="write Gradescope's results.json here")
@@ -33,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="grade ROOT/<student>/<lab>/ for every student")
     b.add_argument("root", type=Path)
     b.add_argument("--out", type=Path, required=True)
-    b.add_argument("--labs", default="fork,select,thread")
+    b.add_argument("--labs", help=f"comma-separated labs to grade (default: all, {','.join(labs)})")
     b.add_argument("--jobs", type=int, default=0, help="parallel gradings (default: the number of cores)")
     b.add_argument("--isolation", choices=["local", "docker", "auto"], default="auto")
     b.add_argument("--force", action="store_true", help="regrade submissions already graded")
@@ -45,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--source", type=Path, help="the course repository (default: this grader's checkout, or .)")
     h.add_argument("--force", action="store_true", help="replace an earlier bundle in OUT")
     z = sub.add_parser("gradescope", help="build a Gradescope autograder zip for one lab")
-    z.add_argument("lab", choices=["fork", "select", "thread"])
+    z.add_argument("lab", choices=labs)
     z.add_argument("--out", type=Path, required=True, help="the zip to write (e.g. autograder.zip)")
     z.add_argument("--source", type=Path, help="the course repository (default: this grader's checkout, or .)")
     z.add_argument("--reference-root", type=Path, help="directory holding reference/<lab> (default: "
@@ -53,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     z.add_argument("--extra-checks", type=Path, help="the instructor's hidden check modules, graded on Gradescope")
     z.add_argument("--timeout", type=float, default=540.0, help="seconds one grading may take (default 540)")
     c = sub.add_parser("classroom", help="GitHub Classroom: points of graded labs (`Points N/M`, reporter output)")
-    c.add_argument("labs", nargs="+", choices=["fork", "select", "thread"])
+    c.add_argument("labs", nargs="+", choices=labs)
     c.add_argument("--results-dir", type=Path, required=True, help="holds LAB.json written by `labgrade grade --json`")
     c.add_argument("--check", action="store_true", help="exit 1 below full marks")
     return p
@@ -114,7 +116,7 @@ def _handout(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     files = build_handout(args.out, source=args.source, force=args.force)
     print(f"Wrote the student bundle to {args.out} ({len(files)} files, {time.monotonic() - t0:.1f} s): "
-          "assignments/, docker-compose.yml (fork, select, thread), images/ (the workspace image), README.md, "
+          f"assignments/, docker-compose.yml ({', '.join(catalogue.LABS)}), images/ (the workspace image), README.md, "
           ".github/workflows/classroom.yml. No reference, no hidden checks.")
     return EXIT_GRADED
 

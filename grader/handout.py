@@ -2,13 +2,16 @@
 
 The bundle is what students receive, built from the course repository:
 
-    OUT/README.md                        how to use the workspaces, the visible checks' points
-    OUT/docker-compose.yml               services fork, select, thread (the repository's, with its own image name)
+    OUT/README.md                        how to use the workspaces, the labs, the visible checks' points
+    OUT/docker-compose.yml               a workspace service per lab (as the repository's, with its own image name)
     OUT/assignments/<lab>/               the handouts and skeletons, without build products
     OUT/images/Dockerfile                the workspace image: the `system` and `lab` stages of images/Dockerfile
     OUT/images/labgrade/                 the grader's public source (no hidden check), installed in the image
     OUT/images/lab-entrypoint, bootstrap-base, fetch-wheels, wheels/   what that build uses
-    OUT/.github/workflows/classroom.yml  GitHub Classroom: the visible checks on every push
+    OUT/.github/workflows/classroom.yml  GitHub Classroom: the visible checks on every push, a step per lab
+
+Every lab of the catalogue (`catalogue.LABS`) is in it: the README, the compose file and the
+workflow are written from the templates of grader/classroom/ for those labs (`expand`).
 
 Never in it: reference/, tests/, the demo class, hidden checks (grader/checks/hidden/ and any
 file under a `checks` directory whose path there contains "hidden", the Dockerfile's rule).
@@ -20,7 +23,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ TEMPLATES = "classroom"
 BUILD_SUFFIXES = (".o", ".a", ".so", ".d", ".gch", ".pyc", ".pyo")
 BUILD_NAMES = {"server", "core", "a.out", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 WORKSPACE_STAGES = ("system", "lab")  # taken verbatim from images/Dockerfile
+WHEELS_LOCK = "requirements.txt"  # in images/wheels/: the wheels' pins and SHA-256 hashes
 
 
 # ----------------------------------------------------------------------------- sources
@@ -102,6 +106,64 @@ def copy_tree(src: Path, dest: Path, skip: Callable[[Path], bool]) -> list[Path]
     return written
 
 
+# ----------------------------------------------------------------------------- per-lab templates
+
+_MARKER = re.compile(r"^[ \t]*(?:#[ \t]*)?\{\{(for each lab|end)\}\}[ \t]*\r?$")
+_PLACEHOLDER = re.compile(r"\{\{[^ {}]+\}\}")  # ours: {{name}}; GitHub's expressions are ${{ ... }}
+
+
+def expand(text: str, labs: Sequence[str], titles: Mapping[str, str] | None = None) -> str:
+    """A template of grader/classroom/ written for `labs`. The lines between the marker lines
+    `{{for each lab}}` and `{{end}}` (alone on their line, or as a `#` comment) are written once
+    per lab, with {{lab}}, {{LAB}} (upper case) and {{title}} (`titles`) filled in; anywhere,
+    {{labs_list}} is `a`, `b`; {{labs_comma}} a,b; {{labs_space}} a b; {{first}} the first lab."""
+    out: list[str] = []
+    block: list[str] | None = None
+    for line in text.splitlines(keepends=True):
+        m = _MARKER.match(line.rstrip("\n"))
+        if m is None:
+            (out if block is None else block).append(line)
+        elif m.group(1) == "for each lab" and block is None:
+            block = []
+        elif m.group(1) == "end" and block is not None:
+            for lab in labs:
+                values = {"lab": lab, "LAB": re.sub(r"\W", "_", lab.upper()), "title": (titles or {}).get(lab, lab)}
+                out += [_fill(b, values) for b in block]
+            block = None
+        else:
+            raise UsageError(f"template: unbalanced {{{{{m.group(1)}}}}}")
+    if block is not None:
+        raise UsageError("template: {{for each lab}} without {{end}}")
+    return _fill("".join(out), {"labs_list": ", ".join(f"`{lab}`" for lab in labs), "labs_comma": ",".join(labs),
+                                "labs_space": " ".join(labs), "first": labs[0] if labs else ""})
+
+
+def _fill(text: str, values: Mapping[str, str]) -> str:
+    """{{key}} -> values[key], for the keys of `values` only; in one pass (a value is never re-read)."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(0)[2:-2], m.group(0)), text)
+
+
+def lab_title(root: Path, lab: str) -> str:
+    """What the lab builds, from the first line of its handout: "# Lab `LAB`: TITLE"."""
+    f = root / "assignments" / lab / "README.md"
+    first = f.read_text(errors="replace").partition("\n")[0].strip() if f.is_file() else ""
+    m = re.fullmatch(rf"# Lab `{re.escape(lab)}`: (.+)", first)
+    if m is None:
+        raise UsageError(f"assignments/{lab}/README.md must begin with the line \"# Lab `{lab}`: TITLE\" "
+                         f"(the bundle's table of labs shows TITLE); it begins with {first[:80]!r}")
+    return m.group(1)
+
+
+def from_template(name: str, root: Path, labs: Sequence[str], **values: str) -> str:
+    """A bundle file from its template, for `labs`, with {{key}} of `values` filled in; a
+    placeholder left unfilled is the template's bug, never shipped."""
+    text = _fill(expand(template(name, root), labs, {lab: lab_title(root, lab) for lab in labs}), values)
+    left = _PLACEHOLDER.findall(text)
+    if left:
+        raise UsageError(f"template {TEMPLATES}/{name}: placeholders left unfilled: {', '.join(sorted(set(left)))}")
+    return text
+
+
 # ----------------------------------------------------------------------------- Dockerfile
 
 def dockerfile_stages(text: str) -> dict[str, str]:
@@ -138,7 +200,8 @@ def workspace_dockerfile(source_root: Path) -> str:
         "#           user `student` (uid 1000); `make check` runs `labgrade grade LAB . --visible-only`\n"
         "#\n"
         "# `FROM debian:bookworm-slim` without a registry: images/bootstrap-base builds that image\n"
-        "# offline from Debian's packages. Wheels Debian lacks: images/wheels/ (images/fetch-wheels).\n\n"
+        "# offline from Debian's packages. The wheels Debian lacks are in images/wheels/, pinned by their\n"
+        "# SHA-256 hashes (images/wheels/requirements.txt): the build needs no PyPI.\n\n"
         "FROM debian:bookworm-slim AS public-src\n"
         "COPY images/labgrade /src\n"
         "RUN find /src -name '__pycache__' -prune -exec rm -rf {} +\n"
@@ -193,10 +256,12 @@ def build_handout(out: Path, *, source: Path | None = None, force: bool = False)
     def skip_built(p: Path) -> bool:
         return is_build_product(p) or p.name.startswith(".")
 
-    for lab in catalogue.LABS:
+    labs = list(catalogue.LABS)
+    for lab in labs:
         src = root / "assignments" / lab
         if not (src / "Makefile").is_file():
-            raise UsageError(f"{src} has no Makefile: the bundle needs all three labs")
+            raise UsageError(f"{src} has no Makefile: the bundle needs every lab of the catalogue "
+                             f"({', '.join(labs)})")
         written += copy_tree(src, out / "assignments" / lab, skip_built)
 
     images = out / "images"
@@ -216,11 +281,13 @@ def build_handout(out: Path, *, source: Path | None = None, force: bool = False)
         if f.is_file():
             shutil.copy2(f, images / helper)
             written.append(images / helper)
-    wheels = sorted((root / "images" / "wheels").glob("*.whl")) if (root / "images" / "wheels").is_dir() else []
-    for w in wheels:
-        (images / "wheels").mkdir(exist_ok=True)
-        shutil.copy2(w, images / "wheels" / w.name)
-        written.append(images / "wheels" / w.name)
+    # the wheels Debian lacks and their hashes: the workspace builds offline, as the repository's
+    wheels = root / "images" / "wheels"
+    for w in sorted([*wheels.glob("*.whl"), wheels / WHEELS_LOCK]) if wheels.is_dir() else []:
+        if w.is_file():
+            (images / "wheels").mkdir(exist_ok=True)
+            shutil.copy2(w, images / "wheels" / w.name)
+            written.append(images / "wheels" / w.name)
     dockerfile = workspace_dockerfile(root)
     (images / "Dockerfile").write_text(dockerfile)
     written.append(images / "Dockerfile")
@@ -228,11 +295,11 @@ def build_handout(out: Path, *, source: Path | None = None, force: bool = False)
         if not any(ch in s for ch in "*?[") and not (out / s).exists():
             raise UsageError(f"the workspace image copies {s}, which the bundle does not have")
 
-    (out / "docker-compose.yml").write_text(template("docker-compose.yml", root))
-    (out / "README.md").write_text(template("README.md", root).replace("{{checks}}", checks_table()))
+    (out / "docker-compose.yml").write_text(from_template("docker-compose.yml", root, labs))
+    (out / "README.md").write_text(from_template("README.md", root, labs, checks=checks_table()))
     wf = out / ".github" / "workflows" / "classroom.yml"
     wf.parent.mkdir(parents=True, exist_ok=True)
-    wf.write_text(template("classroom.yml", root))
+    wf.write_text(from_template("classroom.yml", root, labs))
     (out / ".gitignore").write_text("# what `make` builds in the workspaces\nassignments/*/server\n"
                                     "assignments/*/*.o\nserver\n*.o\n")
     (out / MARKER).write_text("made by `labgrade handout`; `labgrade handout --force` may replace this directory\n")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from . import catalogue
 from .errors import GradingEnvironmentError
 from .harness import Server
 from .isolation.local import private_network
@@ -29,7 +30,7 @@ VERDICT = pytest.StashKey[Verdict]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("labgrade")
-    g.addoption("--lab", help="lab being graded: fork, select or thread")
+    g.addoption("--lab", help=f"lab being graded: one of {', '.join(catalogue.LABS)}")
     g.addoption("--submission", help="the lab directory to grade")
     g.addoption("--reference-root", default=None, help="directory holding reference/<lab>")
     g.addoption("--only", default="", help="comma-separated check ids to run")

@@ -339,12 +339,13 @@ def _workflow_steps(text: str) -> list[dict[str, str]]:
 
 
 def _student_repo(tmp: Path, bundle: Path, source: str) -> Path:
-    """A student's repository: fork/ and select/ at the top, thread/ under assignments/ (the
-    workflow finds both), with the bundle's images/ (the checks' source)."""
+    """A student's repository: every lab at the top but the last, which stays under assignments/
+    (the workflow finds both), with the bundle's images/ (the checks' source)."""
     repo = tmp / f"repo-{source}"
     shutil.copytree(bundle / "images", repo / "images")
     shutil.copytree(bundle / ".github", repo / ".github")
-    for lab, dest in (("fork", "fork"), ("select", "select"), ("thread", "assignments/thread")):
+    for lab in catalogue.LABS:
+        dest = f"assignments/{lab}" if lab == catalogue.LABS[-1] else lab
         src = ROOT / ("assignments" if source == "skeleton" else "reference") / lab
         shutil.copytree(src, repo / dest, ignore=shutil.ignore_patterns("server", "*.o"))
     return repo
@@ -361,7 +362,8 @@ def test_classroom_workflow_commands_run_locally(bundle: Path, tmp_path: Path, s
     assert [s.get("id") for s in steps if s.get("id")] == list(catalogue.LABS)
     reporter = next(s for s in steps if "uses" in s and "autograding-grading-reporter" in s["uses"])
     assert reporter.get("if") == "always()"
-    assert "env:" in wf and "FORK_RESULTS" in wf and "runners: fork,select,thread" in wf
+    assert "env:" in wf and all(f"{lab.upper()}_RESULTS" in wf for lab in catalogue.LABS)
+    assert f"runners: {','.join(catalogue.LABS)}" in wf
     assert "name: Autograding Tests" in wf  # the check run the reporter updates
     install = next(s for s in steps if s.get("name") == "Install the checks")
     assert "$LABGRADE_SOURCE" in install["run"] and "LABGRADE_SOURCE: ./images/labgrade" in wf
@@ -393,12 +395,12 @@ def test_classroom_workflow_commands_run_locally(bundle: Path, tmp_path: Path, s
                            capture_output=True, text=True).stdout.strip()
     assert Path(where) == repo / "images" / "labgrade" / "grader" / "__init__.py"
     full = sum(visible_points(lab) for lab in catalogue.LABS)
-    got = 3 * catalogue.checks("fork")[0].points if source == "skeleton" else full
+    got = sum(catalogue.checks(lab)[0].points for lab in catalogue.LABS) if source == "skeleton" else full
     assert f"Points {got}/{full}" in log, log[-3000:]
     assert last_rc == (1 if source == "skeleton" else 0)
     results = [json.loads(base64.b64decode(line.split("=", 1)[1])) for line in gh_out.read_text().splitlines()
                if line.startswith("result=")]
-    per_lab = results[:3]
+    per_lab = results[:len(catalogue.LABS)]
     for lab, res in zip(catalogue.LABS, per_lab, strict=True):
         assert res["version"] == 1 and res["max_score"] == visible_points(lab)
         assert {t["name"] for t in res["tests"]} == {f"{lab}: {c.id}" for c in catalogue.checks(lab)
@@ -643,6 +645,7 @@ def test_gradescope_default_capabilities(gradescope_image: tuple[Any, str, str])
 
 # ====================================================================== labgrade batch
 
+CLASS_LABS = ("fork", "select", "thread")  # the labs of this class; a lab of the catalogue not here is not in it
 CLASS = {  # six students, three labs each: references, skeletons, other legal designs, one-bug servers
     # whose verdicts do not depend on the run (not unlocked-counter: whether its lost updates show in
     # the printed totals, and so its `counter` score, varies from run to run; tsan catches it always)
@@ -659,7 +662,7 @@ CLASS = {  # six students, three labs each: references, skeletons, other legal d
 def klass(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("class") / "submissions"
     for student, srcs in CLASS.items():
-        for lab, src in zip(catalogue.LABS, srcs, strict=True):
+        for lab, src in zip(CLASS_LABS, srcs, strict=True):
             copy_lab(ROOT / src, root / student / lab, lab)
     return root
 
@@ -720,19 +723,19 @@ def _validate_outputs(out: Path, students: list[str]) -> None:
         header = rows[0].keys() if rows else []
     assert [r["student"] for r in rows] == sorted(students)
     expected = ["student", "total"]
-    for lab in catalogue.LABS:
+    for lab in CLASS_LABS:
         expected += [lab] + [f"{lab}:{c.id}" for c in catalogue.checks(lab)]
     assert list(header) == expected
     for r in rows:
-        assert int(r["total"]) == sum(int(r[lab]) for lab in catalogue.LABS)
-        for lab in catalogue.LABS:
+        assert int(r["total"]) == sum(int(r[lab]) for lab in CLASS_LABS)
+        for lab in CLASS_LABS:
             checks = [r[f"{lab}:{c.id}"] for c in catalogue.checks(lab)]
             assert sum(int(v) for v in checks if v != "error") == int(r[lab])
     # junit.xml: a suite per submission, a case per check, counts that match
     tree = ET.parse(out / "junit.xml").getroot()
     assert tree.tag == "testsuites"
     suites = tree.findall("testsuite")
-    assert len(suites) == len(students) * len(catalogue.LABS)
+    assert len(suites) == len(students) * len(CLASS_LABS)
     for suite in suites:
         cases = suite.findall("testcase")
         student, lab = suite.get("name", "").split("/")
@@ -769,7 +772,7 @@ def test_batch_equals_one_by_one_and_resumes_after_a_kill(klass: Path, tmp_path:
     alone: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     for student in CLASS:
-        for lab in catalogue.LABS:
+        for lab in CLASS_LABS:
             dest = tmp_path / "alone" / student / f"{lab}.json"
             dest.parent.mkdir(parents=True, exist_ok=True)
             r = _cli("grade", lab, str(klass / student / lab), "--json", str(dest), "--quiet")
@@ -789,7 +792,7 @@ def test_batch_equals_one_by_one_and_resumes_after_a_kill(klass: Path, tmp_path:
     for sub, v in batch_scores.items():
         observed[sub].append(v)
     _validate_outputs(full, list(CLASS))
-    assert all(any(o["score"] == 100 for o in observed[f"ref/{lab}"]) for lab in catalogue.LABS)
+    assert all(any(o["score"] == 100 for o in observed[f"ref/{lab}"]) for lab in CLASS_LABS)
     assert all(v["score"] == 5 for s, v in batch_scores.items() if s.startswith("skel/"))
 
     # a rerun grades nothing

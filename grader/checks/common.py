@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from .. import probes
 from ..clients import Client, close_all, compare, connect_many, echo_many, random_line, random_lines
@@ -310,9 +310,22 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
              hint="look for sleeps, one-byte reads or writes, or a lock held for a whole connection")
 
 
-def shared_checks(lab: str) -> dict[str, Callable[..., None]]:
-    """The seven checks every lab shares, as pytest test functions marked for `lab`.
-    A lab's module adds them with `globals().update(common.shared_checks(LAB))`."""
+class SharedChecks(NamedTuple):
+    """The seven checks every lab shares, as pytest test functions marked for one lab. A lab's
+    module names each one, in this order:
+    `test_build, test_echo, ..., test_vs_reference = common.shared_checks(LAB)`."""
+    test_build: Callable[..., None]
+    test_echo: Callable[..., None]
+    test_eof: Callable[..., None]
+    test_concurrency: Callable[..., None]
+    test_fd_leak: Callable[..., None]
+    test_robust_disconnect: Callable[..., None]
+    test_vs_reference: Callable[..., None]
+
+
+def shared_checks(lab: str) -> SharedChecks:
+    """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
+    (points and visibility from the catalogue)."""
 
     def test_build(grading: GradingSession) -> None:
         check_build(grading)
@@ -335,8 +348,7 @@ def shared_checks(lab: str) -> dict[str, Callable[..., None]]:
     def test_vs_reference(grading: GradingSession, server: Start) -> None:
         check_vs_reference(grading, server)
 
-    tests: list[tuple[str, Callable[..., None]]] = [
-        ("build", test_build), ("echo", test_echo), ("eof", test_eof), ("concurrency", test_concurrency),
-        ("fd-leak", test_fd_leak), ("robust-disconnect", test_robust_disconnect),
-        ("vs-reference", test_vs_reference)]
-    return {fn.__name__: graded(lab, cid)(fn) for cid, fn in tests}
+    return SharedChecks(
+        graded(lab, "build")(test_build), graded(lab, "echo")(test_echo), graded(lab, "eof")(test_eof),
+        graded(lab, "concurrency")(test_concurrency), graded(lab, "fd-leak")(test_fd_leak),
+        graded(lab, "robust-disconnect")(test_robust_disconnect), graded(lab, "vs-reference")(test_vs_reference))

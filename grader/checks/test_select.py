@@ -16,7 +16,8 @@ from .common import PATIENCE, Start, expect_echo, served, state
 LAB = "select"
 
 
-globals().update(common.shared_checks(LAB))  # build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference
+(test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
+ test_vs_reference) = common.shared_checks(LAB)
 
 
 @graded(LAB, "single-thread")

@@ -28,7 +28,8 @@ UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyad
           "gmtime": "gmtime_r", "rand": "rand_r or a per-thread generator"}
 
 
-globals().update(common.shared_checks(LAB))  # build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference
+(test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
+ test_vs_reference) = common.shared_checks(LAB)
 
 
 @graded(LAB, "thread-per-client")
