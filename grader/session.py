@@ -2,8 +2,10 @@
 and the servers the checks start."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from types import TracebackType
 
 from . import probes
 from .errors import GradingEnvironmentError
@@ -45,6 +47,8 @@ def hidden_from_students(submission: Path, reference_root: Path | None) -> list[
 
 
 class GradingSession:
+    """Owns the sandboxes and servers of one grading; `close()` (or leaving `with`) ends them all."""
+
     def __init__(self, lab: str, submission: Path, reference_root: Path | None = None) -> None:
         self.lab = lab
         self.submission = submission
@@ -138,6 +142,16 @@ class GradingSession:
         return [self.sandbox] + ([self._ref_sandbox] if self._ref_sandbox else [])
 
     def close(self) -> None:
-        self.stop_servers()
-        for sb in self._sandboxes():
-            sb.close()
+        """Stop the servers, then close every sandbox: each step runs even when one before it
+        failed (then the last failure is raised, the earlier ones as its context)."""
+        with contextlib.ExitStack() as stack:
+            for sb in reversed(self._sandboxes()):  # the submission's closed last, as it was made first
+                stack.callback(sb.close)
+            stack.callback(self.stop_servers)  # first: servers end before their sandboxes go
+
+    def __enter__(self) -> GradingSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
