@@ -151,5 +151,6 @@ def test_a_check_of_another_lab_is_not_a_duplicate(pytester: pytest.Pytester) ->
     check = '@pytest.mark.check(id="x", points=5, visibility="hidden")'
     pytester.makepyfile(test_one=f"import pytest\nLAB = 'fork'\n{check}\ndef test_a(): pass\n",
                         test_two=f"import pytest\nLAB = 'thread'\n{check}\ndef test_b(): pass\n")
-    r = pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json", "--lab", "fork")
+    r = pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json",
+                                      "--lab", "fork")
     assert r.ret == 0 and "1 passed, 1 deselected" in r.stdout.str()
