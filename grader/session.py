@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -44,6 +45,20 @@ def hidden_from_students(submission: Path, reference_root: Path | None) -> list[
     if klass != klass.parent:  # never "/"
         out.append(klass)
     return out
+
+
+def _chained(step: Callable[[], object]) -> Callable[[type[BaseException] | None, BaseException | None,
+                                                   TracebackType | None], None]:
+    """`step` as an ExitStack exit callback that keeps the failure before it as its own failure's
+    context (a plain callback's failure replaces it: Python 3.11's ExitStack does not chain them)."""
+    def exit_(exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            step()
+        except BaseException as e:
+            if exc is not None and e is not exc and e.__context__ is None:
+                e.__context__ = exc
+            raise
+    return exit_
 
 
 class GradingSession:
@@ -145,9 +160,9 @@ class GradingSession:
         """Stop the servers, then close every sandbox: each step runs even when one before it
         failed (then the last failure is raised, the earlier ones as its context)."""
         with contextlib.ExitStack() as stack:
-            for sb in reversed(self._sandboxes()):  # the submission's closed last, as it was made first
-                stack.callback(sb.close)
-            stack.callback(self.stop_servers)  # first: servers end before their sandboxes go
+            for sb in reversed(self._sandboxes()):  # run last in, first out: the submission's first
+                stack.push(_chained(sb.close))
+            stack.push(_chained(self.stop_servers))  # first of all: servers end before their sandboxes go
 
     def __enter__(self) -> GradingSession:
         return self
