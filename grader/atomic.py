@@ -2,7 +2,8 @@
 
 A reader (a rerun of a batch, a gradebook tool, Gradescope) never sees half a file: the data
 goes to a temporary file beside the target, is flushed to disk, and replaces the target in one
-rename. A target that is not a regular file (`--json /dev/stdout`, a pipe) is written directly.
+rename. A symbolic link is written through, as open() would; a target that is not a regular file
+(`--json /dev/stdout`, a pipe) is written directly.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 def write_atomic(path: Path | str, data: bytes | str) -> None:
     """Write `data` to `path`, replacing it atomically."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     raw = data.encode() if isinstance(data, str) else data
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISREG(os.stat(path).st_mode):

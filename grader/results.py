@@ -120,9 +120,6 @@ class Summary:
         """Checks that hit an environment error (not charged)."""
         return sum(not c.charged for c in self.checks)
 
-    def check(self, check_id: str) -> CheckResult | None:
-        return next((c for c in self.checks if c.id == check_id), None)
-
     def write(self, path: Path | str) -> None:
         write_json(path, self.to_json())
 

@@ -128,3 +128,17 @@ def test_ungradable_summary_keeps_its_reason() -> None:
     assert u.to_json() == {"lab": "select", "submission": "b/select", "gradable": False, "score": 0,
                            "max_score": 0, "seconds": 3.46, "checks": [], "error": "grading did not finish"}
     assert gradescope(u)["output"] == "select: could not be graded: grading did not finish"
+
+
+def test_the_one_writer_replaces_whole_files_writes_through_links_and_into_devices(tmp_path: Path) -> None:
+    from grader.atomic import write_atomic, write_json
+
+    target = tmp_path / "s.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_json(link, {"a": 1})
+    assert link.is_symlink() and target.read_text() == '{\n  "a": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "s.json"]
+    write_atomic("/dev/null", "nothing")  # not a regular file: written, never replaced
+    assert Path("/dev/null").is_char_device()
