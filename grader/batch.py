@@ -2,12 +2,11 @@
 
 Each grading runs in its own `labgrade grade` process (its own sandbox, subreaper and
 cleanup), so one submission's crash, hang or hostility cannot reach the others or the batch.
+This module only schedules; the gradebook, JUnit and terminal writers are grader.report's.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import os
 import re
 import signal
@@ -15,18 +14,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree as ET
 
 from . import catalogue
+from .atomic import write_json
 from .errors import ReportError, UsageError
-from .report import gradescope, ungradable
+from .processes import end_process
+from .report import gradescope, print_gradebook, ungradable, write_gradebook, write_junit
+from .results import Summary, load_summary
 from .run import GRADE_TIMEOUT
-from .schema import validate_summary
 
 # Whose the results are when the batch runs as root: the owner of --out when that is not root,
 # else the owner of the path this names (docker-compose.yml: the class it mounts, which belongs to
@@ -53,44 +53,8 @@ _CHILD_BOOT = (
     "from grader.cli import main\n"
     "sys.exit(main(sys.argv[2:]))\n"
 )
-
-
-class _Children:
-    """The running child gradings, so an interrupted batch can stop them all."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.procs: set[subprocess.Popen[bytes]] = set()
-        self.stopping = threading.Event()
-
-    @contextlib.contextmanager
-    def track(self, p: subprocess.Popen[bytes]) -> Iterator[None]:
-        with self.lock:
-            self.procs.add(p)
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.procs.discard(p)
-
-    def stop(self, grace: float = 30.0) -> None:
-        """SIGINT every running grading (each cleans up), SIGKILL what is left after `grace` s."""
-        self.stopping.set()
-        with self.lock:
-            procs = list(self.procs)
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + grace
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-
-
-_CHILDREN = _Children()
+STOP_GRACE = 30.0  # s a stopped child has to clean up (SIGINT) before it is killed
+POLL = 0.5  # s between looks at whether the batch is stopping
 
 
 @dataclass(frozen=True)
@@ -119,13 +83,13 @@ def summary_path(out: Path, job: Job) -> Path:
     return out / job.student / f"{job.lab}.json"
 
 
-def load_done(out: Path, job: Job) -> dict[str, Any] | None:
+def load_done(out: Path, job: Job) -> Summary | None:
     """A finished, valid, gradable summary of this job, or None (then it is graded again)."""
     try:
-        s = validate_summary(json.loads(summary_path(out, job).read_text()))
-    except (OSError, ValueError, ReportError):
+        s = load_summary(summary_path(out, job))
+    except ReportError:
         return None
-    return s if s["gradable"] else None
+    return s if s.gradable and (s.lab, s.submission) == (job.lab, job.label) else None
 
 
 def choose_isolation(isolation: str) -> str:
@@ -144,11 +108,11 @@ def choose_isolation(isolation: str) -> str:
 
 
 def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
-              extra_checks: Path | None = None, children: _Children | None = None) -> dict[str, Any] | None:
+              extra_checks: Path | None = None, stopping: threading.Event | None = None) -> Summary | None:
     """Grade one submission in a child `labgrade grade` process; returns its summary (a valid one,
-    or an `ungradable` one saying why), or None when the batch was interrupted meanwhile (then
-    nothing is written and a rerun grades it)."""
-    children = children or _CHILDREN
+    or an `ungradable` one saying why), or None when the batch was stopped meanwhile (`stopping`
+    set: the child is ended, nothing is written, and a rerun grades it)."""
+    stopping = stopping or threading.Event()
     dest = summary_path(out, job)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".json.part")
@@ -159,43 +123,50 @@ def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
         argv += ["--reference-root", str(reference_root)]
     if extra_checks:
         argv += ["--extra-checks", str(extra_checks)]
-    if children.stopping.is_set():
+    if stopping.is_set():
         return None
     t0 = time.monotonic()
     reason = ""
-    timed_out = False
     try:
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        with children.track(p):
-            try:
-                _, err = p.communicate(timeout=PER_SUBMISSION_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                p.send_signal(signal.SIGINT)  # the child stops its checks and removes their processes
-                try:
-                    _, err = p.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    _, err = p.communicate()
-        if children.stopping.is_set() and p.returncode != 0:
+        rc, err = _run_child(argv, t0 + PER_SUBMISSION_TIMEOUT, stopping)
+        if stopping.is_set() and rc != 0:
             tmp.unlink(missing_ok=True)
             return None
-        reason = err.decode(errors="replace").strip()[-2000:]
-        if timed_out:
-            raise TimeoutError(f"grading did not finish within {PER_SUBMISSION_TIMEOUT:.0f} s")
-        summary = validate_summary(json.loads(tmp.read_text()))
-        summary["submission"] = job.label
+        reason = (err or b"").decode(errors="replace").strip()[-2000:]
+        summary = load_summary(tmp).replace(submission=job.label)
     except TimeoutError as e:
         summary = ungradable(lab=job.lab, submission=job.label, seconds=time.monotonic() - t0, reason=str(e))
-    except (OSError, ValueError, ReportError) as e:
+    except (OSError, ReportError) as e:
         summary = ungradable(lab=job.lab, submission=job.label, seconds=time.monotonic() - t0,
                              reason=reason or f"no valid report: {e}")
     tmp.unlink(missing_ok=True)
-    (dest.parent / f"{job.lab}.results.json").write_text(json.dumps(gradescope(summary), indent=2) + "\n")
-    part = dest.with_suffix(".json.tmp")
-    part.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(part, dest)  # atomic: a killed batch never leaves a half-written summary
+    write_json(dest.parent / f"{job.lab}.results.json", gradescope(summary))
+    summary.write(dest)
     return summary
+
+
+def _run_child(argv: list[str], deadline: float, stopping: threading.Event) -> tuple[int, bytes | None]:
+    """Run one child grading to its end: its exit status and standard error. It is stopped when
+    `stopping` is set, and when it has not finished by `deadline` (then TimeoutError)."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err: bytes | None
+    try:
+        while True:
+            try:
+                _, err = p.communicate(timeout=max(0.0, min(POLL, deadline - time.monotonic())))
+                return p.returncode, err
+            except subprocess.TimeoutExpired:
+                pass
+            if stopping.is_set():
+                # the child stops its checks and removes their processes (SIGINT), or is killed
+                _, err = end_process(p, first=signal.SIGINT, grace=STOP_GRACE)
+                return p.returncode, err
+            if time.monotonic() >= deadline:
+                end_process(p, first=signal.SIGINT, grace=STOP_GRACE)
+                raise TimeoutError(f"grading did not finish within {PER_SUBMISSION_TIMEOUT:.0f} s")
+    finally:
+        if p.returncode is None:  # an error of our own: the child never outlives its thread
+            end_process(p, first=signal.SIGINT, grace=STOP_GRACE)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -224,7 +195,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
                   "the checks built into it)")
     iso = choose_isolation("local" if extra_checks is not None and isolation == "auto" else isolation)
     jobs = jobs or os.cpu_count() or 1
-    results: dict[Job, dict[str, Any]] = {}
+    results: dict[Job, Summary] = {}
     todo = []
     for j in todo_all:
         done = None if force else load_done(out, j)
@@ -239,7 +210,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
 
         con.print(f"local isolation: {local_protection()}", highlight=False)
     t0 = time.monotonic()
-    children = _Children()
+    stopping = threading.Event()  # set: every grading still running is ended by its own thread
     # SIGTERM (a scheduler, `kill`) stops the batch the way Ctrl-C does
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is \
         threading.main_thread() else None
@@ -248,8 +219,8 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("ETA"), TimeRemainingColumn(), console=con, transient=False) as bar:
             task = bar.add_task("grading", total=len(todo))
-            futures: dict[Future[dict[str, Any] | None], Job] = {
-                pool.submit(grade_one, j, out, iso, reference_root, extra_checks, children): j for j in todo}
+            futures: dict[Future[Summary | None], Job] = {
+                pool.submit(grade_one, j, out, iso, reference_root, extra_checks, stopping): j for j in todo}
             for f in as_completed(futures):
                 j = futures[f]
                 try:
@@ -259,12 +230,12 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
                 if s is None:
                     continue
                 results[j] = s
-                note = f"{s['score']}/{s['max_score']}" if s["gradable"] else "NOT GRADED"
-                bar.console.print(f"  {j.label}: {note} ({s['seconds']:.1f} s)")
+                note = f"{s.score}/{s.max_score}" if s.gradable else "NOT GRADED"
+                bar.console.print(f"  {j.label}: {note} ({s.seconds:.1f} s)")
                 bar.advance(task)
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
-        children.stop()
+        stopping.set()
         pool.shutdown(wait=True)
         left = len(todo_all) - len(results)
         con.print(f"[yellow]Interrupted[/]: {len(results)} of {len(todo_all)} submissions graded; "
@@ -275,13 +246,13 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         hand_over(out, todo_all)
-    ordered = [(j, results[j]) for j in todo_all]
+    ordered = [(j.student, results[j]) for j in todo_all]
     write_gradebook(out / "gradebook.csv", ordered)
     write_junit(out / "junit.xml", ordered)
     hand_over(out, todo_all)
     print_gradebook(ordered)
     con.print(f"Graded {len(todo)} in {time.monotonic() - t0:.1f} s; results in {shown_path(out)}", highlight=False)
-    return 0 if all(s["gradable"] for _, s in ordered) else 1
+    return 0 if all(s.gradable for _, s in ordered) else 1
 
 
 def results_owner(out: Path) -> tuple[int, int] | None:
@@ -362,89 +333,3 @@ def host_path(path: Path) -> Path | None:
                 and (found is None or len(dest.parts) > len(found[0].parts)):
             found = (dest, Path(m["Source"]))
     return found[1] / p.relative_to(found[0]) if found else None
-
-
-def write_gradebook(path: Path, rows: list[tuple[Job, dict[str, Any]]]) -> None:
-    """One row per student; a column per lab and per lab:check."""
-    labs = [lab for lab in catalogue.LABS if any(j.lab == lab for j, _ in rows)]
-    cols = ["student", "total"]
-    for lab in labs:
-        ids = [c.id for c in catalogue.checks(lab)]
-        ids += sorted({c["id"] for j, s in rows if j.lab == lab for c in s["checks"]} - set(ids))  # extra checks
-        cols += [lab] + [f"{lab}:{cid}" for cid in ids]
-    book: dict[str, dict[str, Any]] = {}
-    for j, s in rows:
-        r = book.setdefault(j.student, {"student": j.student, "total": 0})
-        r[j.lab] = s["score"] if s["gradable"] else "not graded"
-        r["total"] += s["score"]
-        for c in s["checks"]:
-            r[f"{j.lab}:{c['id']}"] = c["score"] if c["status"] != "error" else "error"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, restval="")
-        w.writeheader()
-        for student in sorted(book):
-            w.writerow(book[student])
-
-
-def write_junit(path: Path, rows: list[tuple[Job, dict[str, Any]]]) -> None:
-    suites = ET.Element("testsuites", name="labgrade")
-    for j, s in rows:
-        checks = s["checks"]
-        suite = ET.SubElement(suites, "testsuite", name=j.label, tests=str(len(checks)),
-                              failures=str(sum(c["status"] == "failed" for c in checks)),
-                              errors=str(sum(c["status"] == "error" for c in checks) + (not s["gradable"])),
-                              time=f"{s['seconds']:.2f}")
-        if not s["gradable"]:
-            case = ET.SubElement(suite, "testcase", classname=j.label, name="grading", time="0")
-            ET.SubElement(case, "error", message="could not be graded").text = s.get("error", "")
-        for c in checks:
-            case = ET.SubElement(suite, "testcase", classname=j.label, name=c["id"], time=f"{c['seconds']:.2f}")
-            if c["status"] == "failed":
-                ET.SubElement(case, "failure", message=f"0/{c['max_score']}").text = c["feedback"]
-            elif c["status"] == "error":
-                ET.SubElement(case, "error", message="environment error").text = c["feedback"]
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
-
-
-def print_gradebook(rows: list[tuple[Job, dict[str, Any]]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
-    labs = [lab for lab in catalogue.LABS if any(j.lab == lab for j, _ in rows)]
-    t = Table(title="Gradebook", title_justify="left")
-    t.add_column("student")
-    for lab in labs:
-        t.add_column(lab, justify="right")
-    t.add_column("total", justify="right")
-    students = sorted({j.student for j, _ in rows})
-    by = {(j.student, j.lab): s for j, s in rows}
-    for st in students:
-        cells, total = [], 0
-        for lab in labs:
-            s = by.get((st, lab))
-            if s is None:
-                cells.append("-")
-            elif not s["gradable"]:
-                cells.append("[yellow]not graded[/]")
-            else:
-                cells.append(f"{s['score']}/{s['max_score']}")
-                total += s["score"]
-        t.add_row(st, *cells, str(total))
-    con.print(t)
-    # the class's distribution per check: which checks most students fail
-    d = Table(title="Checks failed, per lab (most failed first)", title_justify="left")
-    d.add_column("lab")
-    d.add_column("check")
-    d.add_column("failed by", justify="right")
-    for lab in labs:
-        graded = [s for j, s in rows if j.lab == lab and s["gradable"]]
-        counts = {c.id: 0 for c in catalogue.checks(lab)}
-        for s in graded:
-            for c in s["checks"]:
-                if c["status"] == "failed":
-                    counts[c["id"]] = counts.get(c["id"], 0) + 1
-        for cid, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-            if n:
-                d.add_row(lab, cid, f"{n}/{len(graded)}")
-    con.print(d)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -91,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    from .atomic import write_json
     from .report import gradescope, render
     from .run import grade
 
@@ -98,14 +98,13 @@ def _grade(args: argparse.Namespace) -> int:
                     visible_only=args.visible_only, reference_root=args.reference_root,
                     extra_checks=args.extra_checks)
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        summary.write(args.json)
     if args.gradescope:
-        args.gradescope.write_text(json.dumps(gradescope(summary), indent=2) + "\n")
+        write_json(args.gradescope, gradescope(summary))
     if not args.quiet:
         rerun = f"labgrade grade {args.lab} {args.dir}"
         render(summary, rerun=rerun)
-    errors = sum(c["status"] == "error" for c in summary["checks"])
-    return EXIT_PARTIAL if errors else EXIT_GRADED
+    return EXIT_PARTIAL if summary.environment_errors else EXIT_GRADED
 
 
 def _handout(args: argparse.Namespace) -> int:

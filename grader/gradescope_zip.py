@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue
+from .atomic import write_json
 from .errors import ReportError, UsageError
+from .processes import end_process
 
 SOURCE = Path("/autograder/source")
 SUBMISSION = Path("/autograder/submission")
@@ -39,6 +41,7 @@ RESULTS = Path("/autograder/results/results.json")
 DEFAULT_TIMEOUT = 540.0  # under Gradescope's default limit of 10 minutes per submission
 NOT_NEEDED = {"docker"}  # the Docker SDK: Gradescope grades in its own container, isolation `local`
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+STOP_GRACE = 30.0  # s a grading out of time has to remove its processes (SIGINT) before SIGKILL
 
 
 # ----------------------------------------------------------------------------- building the zip
@@ -215,9 +218,7 @@ def validate_results(obj: Any) -> dict[str, Any]:
 
 def _write(path: Path, obj: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, obj)
 
 
 def run(*, lab: str, submission: Path = SUBMISSION, results: Path = RESULTS, reference_root: Path | None = None,
@@ -247,13 +248,14 @@ def run(*, lab: str, submission: Path = SUBMISSION, results: Path = RESULTS, ref
         try:
             stdout, stderr = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGINT)  # the grading stops its checks and removes their processes
-            try:
-                stdout, stderr = p.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                stdout, stderr = p.communicate()
+            # the grading stops its checks and removes their processes (SIGINT), or is killed
+            out_, err_ = end_process(p, first=signal.SIGINT, grace=STOP_GRACE)
+            stdout, stderr = out_ or "", err_ or ""
             problem = f"the grading did not finish within {timeout:.0f} s"
+        except BaseException:  # interrupted (Ctrl-C): the grading ends before the exception goes on
+            with contextlib.suppress(Exception):
+                end_process(p, first=signal.SIGINT, grace=STOP_GRACE)
+            raise
         print(stdout, end="", flush=True)
         print(stderr, end="", file=sys.stderr, flush=True)
         doc: dict[str, Any] | None = None

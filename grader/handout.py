@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue
-from .errors import UsageError
+from .errors import ReportError, UsageError
+from .results import Summary, load_summary
 
 MARKER = ".labgrade-handout"  # marks a directory as a bundle, so --force may replace it
 TEMPLATES = "classroom"
@@ -313,31 +314,21 @@ def visible_points(lab: str) -> int:
     return sum(c.points for c in catalogue.checks(lab) if c.visibility == "visible")
 
 
-def load_summary(path: Path) -> dict[str, Any] | None:
-    from .errors import ReportError
-    from .schema import validate_summary
-
-    try:
-        return validate_summary(json.loads(path.read_text()))
-    except (OSError, ValueError, ReportError):
-        return None
-
-
-def classroom_result(lab: str, summary: dict[str, Any] | None) -> dict[str, Any]:
+def classroom_result(lab: str, summary: Summary | None) -> dict[str, Any]:
     """One runner's result in the format of GitHub Classroom's autograding-grading-reporter
     (version 1: status pass|fail|error, max_score, tests with name/status/score/message)."""
-    if summary is None or not summary["gradable"]:
-        why = (summary or {}).get("error") or "the checks did not run (see this step's log)"
+    if summary is None or not summary.gradable:
+        why = (summary.error if summary else None) or "the checks did not run (see this step's log)"
         return {"version": 1, "status": "error", "max_score": visible_points(lab),
                 "tests": [{"name": f"{lab}: grading", "status": "error", "score": 0, "max_score": visible_points(lab),
                            "message": f"{lab} could not be graded: {why}", "line_no": 0, "test_code": ""}]}
-    tests = [{"name": f"{lab}: {c['id']}", "status": "pass" if c["status"] == "passed" else
-              ("error" if c["status"] == "error" else "fail"),
-              "score": c["score"], "max_score": c["max_score"] if c["status"] != "error" else 0,
-              "message": c["feedback"], "line_no": 0, "test_code": f"labgrade grade {lab} . --only {c['id']}",
-              "execution_time": f"{c['seconds']:.1f}s"} for c in summary["checks"]]
-    full = summary["score"] >= summary["max_score"]
-    return {"version": 1, "status": "pass" if full else "fail", "max_score": summary["max_score"], "tests": tests}
+    tests = [{"name": f"{lab}: {c.id}", "status": "pass" if c.status == "passed" else
+              ("error" if c.status == "error" else "fail"),
+              "score": c.score, "max_score": c.max_score if c.charged else 0,
+              "message": c.feedback, "line_no": 0, "test_code": f"labgrade grade {lab} . --only {c.id}",
+              "execution_time": f"{c.seconds:.1f}s"} for c in summary.checks]
+    full = summary.score >= summary.max_score
+    return {"version": 1, "status": "pass" if full else "fail", "max_score": summary.max_score, "tests": tests}
 
 
 def classroom_report(labs: Iterable[str], results_dir: Path, *, check: bool = False,
@@ -351,12 +342,15 @@ def classroom_report(labs: Iterable[str], results_dir: Path, *, check: bool = Fa
     total = maximum = 0
     combined: dict[str, Any] = {"version": 1, "status": "pass", "max_score": 0, "tests": []}
     for lab in labs:
-        summary = load_summary(results_dir / f"{lab}.json")
+        try:
+            summary: Summary | None = load_summary(results_dir / f"{lab}.json")
+        except ReportError:
+            summary = None  # graded as an error: the checks did not run
         r = classroom_result(lab, summary)
         score = sum(t["score"] for t in r["tests"])
         total += score
         maximum += r["max_score"]
-        print_(f"{lab}: {score}/{r['max_score']}" + ("" if summary and summary["gradable"] else " (not graded)"))
+        print_(f"{lab}: {score}/{r['max_score']}" + ("" if summary and summary.gradable else " (not graded)"))
         for t in r["tests"]:
             if t["status"] != "pass":
                 first = (t["message"].strip().splitlines() or [""])[0]

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import pexpect
 
@@ -148,6 +149,19 @@ class Server:
     def pid(self) -> int:
         assert self.child is not None
         return int(self.child.pid)
+
+    def __enter__(self) -> Server:
+        """`with Server(...) as s:` starts it, and stops it on the way out; a start that fails
+        midway stops what it started."""
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
     def start(self) -> Server:
         work = self.build.directory

@@ -47,27 +47,86 @@ def pytest_configure(config: pytest.Config) -> None:
         "visibility 'visible' (self-check) or 'hidden' (instructor grading only)")
 
 
+MALFORMED = "malformed check marker"  # how a refused marker's usage error begins (grader.run reads it)
+VISIBILITIES = ("visible", "hidden")
+
+
+def _where(item: pytest.Item) -> str:
+    path, line, _ = item.reportinfo()
+    return f"{MALFORMED} in {path}" + (f", line {line + 1}" if isinstance(line, int) else "") + f" ({item.name})"
+
+
+def marker_problem(item: pytest.Item) -> str | None:
+    """What is wrong with the item's `check` marker (a usage error naming its file), or None."""
+    m = item.get_closest_marker("check")
+    if m is None:
+        return None
+    where = _where(item)
+    if len(m.args) > 1:
+        return f"{where}: give points and visibility by name: check(id=..., points=..., visibility=...)"
+    kw = dict(m.kwargs)
+    if m.args:
+        kw.setdefault("id", m.args[0])
+    unknown = sorted(set(kw) - {"id", "points", "visibility"})
+    if unknown:
+        return f"{where}: unknown argument(s) {', '.join(unknown)} (a check takes id, points and visibility)"
+    missing = [k for k in ("id", "points", "visibility") if k not in kw]
+    if missing:
+        return f"{where}: missing {', '.join(missing)} (a check needs id, points and visibility)"
+    cid, points, visibility = kw["id"], kw["points"], kw["visibility"]
+    if not isinstance(cid, str) or not cid.strip():
+        return f"{where}: id must be a non-empty string, got {cid!r}"
+    if isinstance(points, bool) or not isinstance(points, int) or points < 0:
+        return f"{where}: points must be a whole number, 0 or more, got {points!r}"
+    if visibility not in VISIBILITIES:
+        return f"{where}: visibility must be 'visible' or 'hidden', got {visibility!r}"
+    return None
+
+
 def check_marker(item: pytest.Item) -> dict[str, Any] | None:
+    """id, points and visibility of a check (validated at collection: see marker_problem)."""
     m = item.get_closest_marker("check")
     if m is None:
         return None
     kw = dict(m.kwargs)
     if m.args:
         kw.setdefault("id", m.args[0])
-    return {"id": kw["id"], "points": int(kw["points"]), "visibility": kw.get("visibility", "visible")}
+    return {"id": kw["id"], "points": kw["points"], "visibility": kw["visibility"]}
+
+
+def _refuse_malformed(checks: list[pytest.Item]) -> None:
+    """A usage error naming the file of every malformed marker and of every id given twice (a
+    summary holds one result per id)."""
+    problems: list[str] = []
+    first: dict[str, pytest.Item] = {}
+    for item in checks:
+        problem = marker_problem(item)
+        if problem:
+            problems.append(problem)
+            continue
+        cid = check_marker(item)["id"]  # type: ignore[index]
+        other = first.setdefault(cid, item)
+        if other is not item:
+            problems.append(f"{_where(item)}: duplicate id {cid!r}, already the id of {other.name} in "
+                            f"{other.reportinfo()[0]}")
+    if problems:
+        raise pytest.UsageError(*problems)  # pytest prints each as a line `ERROR: ...`
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     only = {c.strip() for c in (config.getoption("--only") or "").split(",") if c.strip()}
     visible_only = config.getoption("--visible-only")
+    lab = config.getoption("--lab")
+    # checks of this lab: an extra check module may be written for another (its `LAB`)
+    checks = [i for i in items if i.get_closest_marker("check") is not None
+              and getattr(getattr(i, "module", None), "LAB", lab) in (lab, None)]
+    _refuse_malformed(checks)
+    chosen = set(checks)
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
-        meta = check_marker(item)
+        meta = check_marker(item) if item in chosen else None
         ok = meta is not None
-        mod_lab = getattr(getattr(item, "module", None), "LAB", None)
-        if ok and mod_lab is not None and mod_lab != config.getoption("--lab"):
-            ok = False  # an extra check module written for another lab
         if ok and only and meta["id"] not in only:  # type: ignore[index]
             ok = False
         if ok and visible_only and meta["visibility"] != "visible":  # type: ignore[index]
@@ -85,11 +144,8 @@ def grading(request: pytest.FixtureRequest) -> Iterator[GradingSession]:
     if not lab or not sub:
         raise GradingEnvironmentError("the checks need --lab and --submission")
     ref = cfg.getoption("--reference-root")
-    session = GradingSession(lab, Path(sub), Path(ref) if ref else default_reference_root())
-    try:
+    with GradingSession(lab, Path(sub), Path(ref) if ref else default_reference_root()) as session:
         yield session
-    finally:
-        session.close()
 
 
 @pytest.fixture

@@ -10,21 +10,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from . import catalogue, probes
 from .errors import GradingEnvironmentError, ReportError, UsageError
 from .isolation.local import end_processes, set_subreaper
+from .processes import end_process
 from .report import summarize
-from .schema import validate_summary
+from .results import Summary
 
 GRADE_TIMEOUT = 900.0
+STOP_GRACE = 20.0  # s the checks have to tear down (close the sandbox) once asked, before SIGKILL
+USAGE_ERROR = 4  # pytest's exit status for a usage error
 
 
 def grade(*, lab: str, submission: Path, isolation: str = "local", only: list[str] | None = None,
           visible_only: bool = False, reference_root: Path | None = None, label: str | None = None,
-          extra_checks: Path | None = None, timeout: float = GRADE_TIMEOUT) -> dict[str, Any]:
-    """Grade `submission` (a lab directory) and return its summary JSON (validated).
+          extra_checks: Path | None = None, timeout: float = GRADE_TIMEOUT) -> Summary:
+    """Grade `submission` (a lab directory) and return its summary.
 
     `extra_checks`: a directory of the instructor's own check modules (pytest modules whose
     tests carry `@pytest.mark.check(id=..., points=..., visibility=...)`; a module-level
@@ -50,8 +52,7 @@ def grade(*, lab: str, submission: Path, isolation: str = "local", only: list[st
                              "(grader/checks/hidden/) instead")
         summary = dockeriso.grade_in_container(lab=lab, submission=submission, only=only,
                                                visible_only=visible_only, timeout=timeout)
-        summary["submission"] = label
-        return validate_summary(summary)
+        return summary.replace(submission=label)
     if isolation != "local":
         raise UsageError(f"unknown isolation {isolation!r}: local or docker")
     if reference_root is None:
@@ -69,7 +70,7 @@ def default_label(submission: Path) -> str:
 
 def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_only: bool,
                  reference_root: Path | None, label: str, timeout: float,
-                 extra_checks: Path | None = None) -> dict[str, Any]:
+                 extra_checks: Path | None = None) -> Summary:
     t0 = time.monotonic()
     set_subreaper()  # whatever escapes the pytest process comes back to us, and we remove it
     before = {p.pid for p in probes.descendants(os.getpid())}  # the caller's own, never touched
@@ -98,20 +99,22 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGINT)  # pytest tears its fixtures down: the sandbox is closed
-            try:
-                out, _ = proc.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                out, _ = proc.communicate()
+            # SIGINT: pytest tears its fixtures down (the sandbox is closed); SIGKILL if it does not
+            end_process(proc, first=signal.SIGINT, grace=STOP_GRACE, group=True)
             raise GradingEnvironmentError(f"grading did not finish within {timeout:.0f} s") from None
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(20)
+        except BaseException:  # Ctrl-C, a batch stopping us: the checks end, the exception goes on
+            with contextlib.suppress(Exception):
+                end_process(proc, first=signal.SIGINT, grace=STOP_GRACE, group=True)
             raise
         finally:
             _sweep_descendants(before)
+        if proc.returncode == USAGE_ERROR:
+            from .plugin import MALFORMED
+
+            said = [line.removeprefix("ERROR: ") for line in out.decode(errors="replace").splitlines()
+                    if line.startswith(f"ERROR: {MALFORMED}")]
+            if said:  # the plugin refused a check (an instructor's extra check): the caller's to fix
+                raise UsageError("\n".join(said))
         try:
             report = json.loads(report_path.read_text())
         except (OSError, ValueError) as e:

@@ -13,12 +13,17 @@ _TOP = {"lab": str, "submission": str, "gradable": bool, "score": (int, float), 
         "seconds": (int, float), "checks": list}
 _CHECK = {"id": str, "status": str, "score": (int, float), "max_score": (int, float), "visibility": str,
           "feedback": str, "seconds": (int, float)}
+# Optional fields (DESIGN.md, "Growing the interfaces"; `error` says why a summary is not gradable):
+# absent, or of this type. Per check, `metrics` maps names (units in the key) to numbers.
+OPTIONAL_TOP = {"error": str, "grader_version": str, "catalogue_sha256": str, "submission_sha256": str,
+                "seed": int, "commit": str, "committed_at": str}
+OPTIONAL_CHECK = {"metrics": dict}
 
 
-def _fields(obj: Any, spec: dict[str, Any], where: str) -> None:
+def _fields(obj: Any, spec: dict[str, Any], where: str, optional: dict[str, Any]) -> None:
     if not isinstance(obj, dict):
         raise ReportError(f"{where}: expected an object, got {type(obj).__name__}")
-    for key, typ in spec.items():
+    for key, typ in (*spec.items(), *((k, t) for k, t in optional.items() if k in obj)):
         if key not in obj:
             raise ReportError(f"{where}: missing field {key!r}")
         v = obj[key]
@@ -30,11 +35,14 @@ def _fields(obj: Any, spec: dict[str, Any], where: str) -> None:
 
 def validate_summary(obj: Any) -> dict[str, Any]:
     """Return obj if it is a valid summary; raise ReportError saying what is wrong otherwise."""
-    _fields(obj, _TOP, "summary")
+    _fields(obj, _TOP, "summary", OPTIONAL_TOP)
     seen = set()
     score = max_score = 0.0
     for i, c in enumerate(obj["checks"]):
-        _fields(c, _CHECK, f"checks[{i}]")
+        _fields(c, _CHECK, f"checks[{i}]", OPTIONAL_CHECK)
+        for name, v in c.get("metrics", {}).items():
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                raise ReportError(f"checks[{i}]: metric {name!r} must be a number, got {type(v).__name__}")
         if c["status"] not in STATUSES:
             raise ReportError(f"checks[{i}]: status {c['status']!r} is not one of {STATUSES}")
         if c["visibility"] not in VISIBILITIES:

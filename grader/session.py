@@ -2,8 +2,11 @@
 and the servers the checks start."""
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
 from . import probes
 from .errors import GradingEnvironmentError
@@ -44,7 +47,23 @@ def hidden_from_students(submission: Path, reference_root: Path | None) -> list[
     return out
 
 
+def _chained(step: Callable[[], object]) -> Callable[[type[BaseException] | None, BaseException | None,
+                                                   TracebackType | None], None]:
+    """`step` as an ExitStack exit callback that keeps the failure before it as its own failure's
+    context (a plain callback's failure replaces it: Python 3.11's ExitStack does not chain them)."""
+    def exit_(exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            step()
+        except BaseException as e:
+            if exc is not None and e is not exc and e.__context__ is None:
+                e.__context__ = exc
+            raise
+    return exit_
+
+
 class GradingSession:
+    """Owns the sandboxes and servers of one grading; `close()` (or leaving `with`) ends them all."""
+
     def __init__(self, lab: str, submission: Path, reference_root: Path | None = None) -> None:
         self.lab = lab
         self.submission = submission
@@ -138,6 +157,16 @@ class GradingSession:
         return [self.sandbox] + ([self._ref_sandbox] if self._ref_sandbox else [])
 
     def close(self) -> None:
-        self.stop_servers()
-        for sb in self._sandboxes():
-            sb.close()
+        """Stop the servers, then close every sandbox: each step runs even when one before it
+        failed (then the last failure is raised, the earlier ones as its context)."""
+        with contextlib.ExitStack() as stack:
+            for sb in reversed(self._sandboxes()):  # run last in, first out: the submission's first
+                stack.push(_chained(sb.close))
+            stack.push(_chained(self.stop_servers))  # first of all: servers end before their sandboxes go
+
+    def __enter__(self) -> GradingSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

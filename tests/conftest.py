@@ -8,5 +8,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the tests run from a checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
-pytest_plugins = ["pytester"]
+# leaks: the autouse fixture that fails a test leaving a process, a container or a held uid lock
+pytest_plugins = ["pytester", "leaks"]
 

@@ -363,23 +363,23 @@ def test_grade_reference_in_a_container(client: Any, grader_image: str) -> None:
     summary = dockeriso.grade_in_container(lab="fork", submission=ROOT / "reference" / "fork",
                                            image=grader_image, timeout=600, session=session)
     seconds = time.monotonic() - t0
-    assert validate_summary(summary) is summary
-    assert summary["lab"] == "fork" and summary["gradable"] is True
-    assert [c["id"] for c in summary["checks"]] == [c.id for c in catalogue.checks("fork")]
+    validate_summary(summary.to_json())
+    assert summary.lab == "fork" and summary.gradable is True
+    assert [c.id for c in summary.checks] == [c.id for c in catalogue.checks("fork")]
     # an `error` here is the container's fault (a missing capability, a limit): none allowed
-    errors = {c["id"]: c["feedback"] for c in summary["checks"] if c["status"] == "error"}
+    errors = {c.id: c.feedback for c in summary.checks if c.status == "error"}
     assert not errors, errors
     mine = {"label": f"{dockeriso.LABEL_SESSION}={session}"}
     assert client.containers.list(all=True, filters=mine) == [], "the grading container was not removed"
     assert client.volumes.list(filters=mine) == [], "the grading volume was not removed"
-    print(f"graded reference/fork in a container in {seconds:.1f} s: {summary['score']}/{summary['max_score']}")
+    print(f"graded reference/fork in a container in {seconds:.1f} s: {summary.score}/{summary.max_score}")
 
 
 def test_grade_in_container_visible_only_and_only(client: Any, grader_image: str) -> None:
     summary = dockeriso.grade_in_container(lab="select", submission=ROOT / "reference" / "select",
                                            image=grader_image, only=["build", "echo"], visible_only=True)
-    validate_summary(summary)
-    ran = {c["id"] for c in summary["checks"] if c["status"] == "passed"}
+    validate_summary(summary.to_json())
+    ran = {c.id for c in summary.checks if c.status == "passed"}
     assert ran == {"build", "echo"}, summary
 
 

@@ -50,18 +50,18 @@ def extra(tmp_path: Path) -> Path:
 
 def test_instructor_grading_runs_the_hidden_check(extra: Path) -> None:
     s = grade(lab="fork", submission=ROOT / "reference" / "fork", only=["echo", "long-session"], extra_checks=extra)
-    got = {c["id"]: c for c in s["checks"]}
+    got = {c.id: c for c in s.checks}
     assert set(got) == {"echo", "long-session"}  # the thread lab's module is not collected for fork
-    assert got["long-session"]["visibility"] == "hidden" and got["long-session"]["status"] == "passed"
-    assert s["score"] == s["max_score"] == 17
+    assert got["long-session"].visibility == "hidden" and got["long-session"].status == "passed"
+    assert s.score == s.max_score == 17
     bad = grade(lab="fork", submission=ROOT / "assignments" / "fork", only=["long-session"], extra_checks=extra)
-    assert bad["checks"][0]["status"] == "failed" and bad["score"] == 0
+    assert bad.checks[0].status == "failed" and bad.score == 0
 
 
 def test_visible_only_and_make_check_never_run_it(extra: Path, tmp_path: Path) -> None:
     s = grade(lab="fork", submission=ROOT / "reference" / "fork", only=["build", "long-session"],
               visible_only=True, extra_checks=extra)
-    assert [c["id"] for c in s["checks"]] == ["build"]
+    assert [c.id for c in s.checks] == ["build"]
     makefile = (ROOT / "assignments" / "fork" / "Makefile").read_text()
     check_rule = makefile[makefile.index("\ncheck:"):].split("\n\n")[0]
     assert "--visible-only" in check_rule and "--extra-checks" not in check_rule
@@ -76,3 +76,15 @@ def test_batch_passes_the_extra_checks(extra: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     s = json.loads((out / "dora" / "fork.json").read_text())
     assert "long-session" in {c["id"] for c in s["checks"]} and s["score"] == s["max_score"] == 107
+
+
+def test_a_malformed_marker_is_a_usage_error_naming_the_file(extra: Path, tmp_path: Path) -> None:
+    """Exit 2 and one line saying which file and what is wrong, before anything is built."""
+    (extra / "test_hidden_fork.py").write_text(HIDDEN.replace('points=7, visibility="hidden"', 'points=7'))
+    r = subprocess.run([sys.executable, "-m", "grader", "grade", "fork", str(ROOT / "reference" / "fork"),
+                        "--extra-checks", str(extra), "--json", str(tmp_path / "s.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert (f"labgrade: malformed check marker in {extra / 'test_hidden_fork.py'}, line 8 (test_long_session): "
+            "missing visibility (a check needs id, points and visibility)") in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "s.json").exists()

@@ -44,10 +44,10 @@ def test_reference_scores_full_marks_through_the_cli(lab: str, tmp_path: Path) -
 @pytest.mark.parametrize("lab", catalogue.LABS)
 def test_untouched_skeleton_earns_only_the_build_points(lab: str) -> None:
     s = grade(lab=lab, submission=ROOT / "assignments" / lab, reference_root=ROOT / "reference")
-    passed = {c["id"] for c in s["checks"] if c["status"] == "passed"}
+    passed = {c.id for c in s.checks if c.status == "passed"}
     assert passed == {"build"}
-    assert s["score"] == catalogue.check(lab, "build").points
-    assert not [c for c in s["checks"] if c["status"] == "error"]
+    assert s.score == catalogue.check(lab, "build").points
+    assert not s.environment_errors
     assert_nothing_left()
 
 
@@ -72,7 +72,7 @@ def test_a_broken_build_gives_one_clear_message_and_no_cascade(tmp_path: Path) -
 
 def test_visible_only_and_only_select_checks(tmp_path: Path) -> None:
     s = grade(lab="fork", submission=ROOT / "reference" / "fork", only=["echo", "zombies"])
-    assert [c["id"] for c in s["checks"]] == ["echo", "zombies"] and s["score"] == s["max_score"] == 25
+    assert [c.id for c in s.checks] == ["echo", "zombies"] and s.score == s.max_score == 25
     labgrade("grade", "select", "reference/select", "--visible-only", "--only", "build,vs-reference,stdin",
                  "--json", str(tmp_path / "v.json"))
     assert [c["id"] for c in json.loads((tmp_path / "v.json").read_text())["checks"]] == ["build", "stdin"]

@@ -73,21 +73,21 @@ def start(grading):
     except LookupError:
         pass
 
-@pytest.mark.check(id="slow-pass", points=1)
+@pytest.mark.check(id="slow-pass", points=1, visibility="visible")
 def test_slow_pass(grading): time.sleep(1.3)
 
-@pytest.mark.check(id="starts-after-slow-pass", points=1)
+@pytest.mark.check(id="starts-after-slow-pass", points=1, visibility="visible")
 def test_start_1(grading): start(grading)
 
-@pytest.mark.check(id="slow-fail", points=1)
+@pytest.mark.check(id="slow-fail", points=1, visibility="visible")
 def test_slow_fail(grading):
     time.sleep(1.2)
     fail("waited", "no answer")
 
-@pytest.mark.check(id="starts-after-slow-fail", points=1)
+@pytest.mark.check(id="starts-after-slow-fail", points=1, visibility="visible")
 def test_start_2(grading): start(grading)
 
-@pytest.mark.check(id="and-the-next", points=1)
+@pytest.mark.check(id="and-the-next", points=1, visibility="visible")
 def test_start_3(grading): start(grading)
 '''
 
@@ -110,3 +110,47 @@ def test_budget_counts_only_the_time_of_failed_checks(pytester: pytest.Pytester)
 
 def test_visible_only_drops_hidden(pytester: pytest.Pytester) -> None:
     assert set(run(pytester, "--visible-only")) == {"good", "bad", "env"}
+
+
+MALFORMED = {
+    "missing-points": ('@pytest.mark.check(id="a", visibility="hidden")', "missing points"),
+    "missing-visibility": ('@pytest.mark.check(id="a", points=5)', "missing visibility"),
+    "missing-id": ('@pytest.mark.check(points=5, visibility="hidden")', "missing id"),
+    "points-not-a-number": ('@pytest.mark.check(id="a", points="5", visibility="hidden")',
+                            "points must be a whole number, 0 or more, got '5'"),
+    "negative-points": ('@pytest.mark.check(id="a", points=-1, visibility="hidden")', "got -1"),
+    "unknown-visibility": ('@pytest.mark.check(id="a", points=5, visibility="secret")',
+                           "visibility must be 'visible' or 'hidden', got 'secret'"),
+    "id-not-a-string": ('@pytest.mark.check(id=7, points=5, visibility="hidden")', "id must be a non-empty string"),
+    "misspelt-argument": ('@pytest.mark.check(id="a", point=5, visibility="hidden")', "unknown argument(s) point"),
+}
+
+
+def test_malformed_check_markers_are_a_usage_error_naming_each_file(pytester: pytest.Pytester) -> None:
+    """An instructor's extra checks with a broken marker: one usage error that names the file, the
+    line and the problem of each, never a KeyError out of the grading."""
+    for case, (marker, _) in MALFORMED.items():
+        pytester.makepyfile(**{f"test_{case.replace('-', '_')}": f"import pytest\n\n{marker}\ndef test_mine(): pass\n"})
+    check = '@pytest.mark.check(id="long-session", points=5, visibility="hidden")'
+    pytester.makepyfile(test_one=f"import pytest\n\n{check}\ndef test_a(): pass\n",
+                        test_two=f"import pytest\n\n{check}\ndef test_b(): pass\n")
+    r = pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    err = r.stderr.str()
+    assert "KeyError" not in err + r.stdout.str()
+    for case, (_, said) in MALFORMED.items():
+        f = pytester.path / f"test_{case.replace('-', '_')}.py"
+        assert f"ERROR: malformed check marker in {f}, line 3 (test_mine): " in err, (case, err)
+        line = next(ln for ln in err.splitlines() if str(f) in ln)
+        assert said in line, (case, line)
+    assert (f"ERROR: malformed check marker in {pytester.path / 'test_two.py'}, line 3 (test_b): duplicate id "
+            f"'long-session', already the id of test_a in {pytester.path / 'test_one.py'}") in err, err
+
+
+def test_a_check_of_another_lab_is_not_a_duplicate(pytester: pytest.Pytester) -> None:
+    check = '@pytest.mark.check(id="x", points=5, visibility="hidden")'
+    pytester.makepyfile(test_one=f"import pytest\nLAB = 'fork'\n{check}\ndef test_a(): pass\n",
+                        test_two=f"import pytest\nLAB = 'thread'\n{check}\ndef test_b(): pass\n")
+    r = pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json",
+                                      "--lab", "fork")
+    assert r.ret == 0 and "1 passed, 1 deselected" in r.stdout.str()

@@ -30,10 +30,10 @@ def test_reference_full_marks_five_times_with_a_busy_core(lab: str, busy_core: s
     seconds = []
     for run in range(5):
         s = grade(lab=lab, submission=ROOT / "reference" / lab, reference_root=ROOT / "reference")
-        lost = {c["id"]: c["feedback"] for c in s["checks"] if c["status"] != "passed"}
+        lost = {c.id: c.feedback for c in s.checks if c.status != "passed"}
         assert not lost, f"run {run + 1}: {lost}"
-        assert s["score"] == s["max_score"] == 100
-        seconds.append(s["seconds"])
+        assert s.score == s.max_score == 100
+        seconds.append(s.seconds)
     assert busy_core.poll() is None  # the load really ran all along
     assert max(seconds) < 20, seconds
     print(f"{lab}: {', '.join(f'{x:.1f}' for x in seconds)} s ({os.cpu_count()} cores, one kept busy)")

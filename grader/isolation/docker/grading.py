@@ -10,6 +10,7 @@ from typing import Any
 
 from ...errors import IsolationError, SubmissionTooLarge, UsageError
 from ...output import MiB
+from ...results import Summary
 from ..local import IDLE_ENV, UIDS_ENV, reserve_uids
 from .archives import out_dir_tar, read_file_from, submission_tar
 from .engine import (
@@ -39,10 +40,8 @@ def grading_command(*, lab: str, only: list[str] | None = None, visible_only: bo
     return cmd + list(extra_args or [])
 
 
-def _validate(obj: Any) -> dict[str, Any]:
-    from ...schema import validate_summary  # lazily: the schema module may evolve independently
-
-    return validate_summary(obj)
+def _validate(obj: Any) -> Summary:
+    return Summary.from_json(obj)  # schema-checked: the container's JSON is untrusted until then
 
 
 def _wait(container: Any, timeout: float) -> int:
@@ -78,7 +77,7 @@ def _describe_failure(container: Any, status: int) -> str:
 
 
 def too_large_summary(*, lab: str, why: str, only: list[str] | None = None,
-                      visible_only: bool = False) -> dict[str, Any]:
+                      visible_only: bool = False) -> Summary:
     """The summary of a submission refused before it was sent: its build fails (with the same
     feedback as in the local isolation) and every other check is not graded."""
     from ... import catalogue
@@ -99,7 +98,7 @@ def too_large_summary(*, lab: str, why: str, only: list[str] | None = None,
 
 def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE,
                        only: list[str] | None = None, visible_only: bool = False, timeout: float = 600,
-                       extra_args: list[str] | None = None, session: str | None = None) -> dict[str, Any]:
+                       extra_args: list[str] | None = None, session: str | None = None) -> Summary:
     """Grade `submission` (a lab directory on this machine) in a fresh container of `image`
     and return the summary JSON produced inside it, schema-checked. `session` labels the
     container and its volume (default: a fresh id).
