@@ -185,8 +185,8 @@ def _expect_read_back(s: Server, c: Client, stream: _Flood) -> None:
         got += len(data)
         last = time.monotonic()
     if got < owed:
-        fail(f"a client sent {stream.sent / MiB:.1f} MiB of lines and never read its echo (a slow reader); "
-             "after the other checks it read its echo at last",
+        fail(f"a client sent {stream.sent / MiB:.1f} MiB of lines without reading its echo (a slow reader); "
+             "once a second client had been served, it read its echo at last",
              f"the slow reader received {got / MiB:.1f} MiB of the {owed / MiB:.1f} MiB of complete lines it "
              f"sent, correct up to there; {why}; {state(s)}",
              rule="every byte a client sends comes back to that client, unchanged and in order: a slow "
@@ -246,11 +246,14 @@ def test_scale(server: Start) -> None:
         close_all(clients)
 
 
-# idle-cpu: the server's CPU time is read in each idle state it can reach, one window per state. A
-# sleeping server uses nothing; a spinning one a large part of a core. /proc counts in ticks of 10 ms.
-IDLE_WINDOWS = {"none": 0.3, "idle": 0.8, "left": 0.3, "reader-gone": 0.3, "stdin-end": 0.3}  # 2 s in all
-SPIN = 0.02         # CPU seconds in one window (2 ticks, 7% of a core over 0.3 s) that no sleeping server uses
-IDLE_SHARE = 0.02   # the rule: under 2% of a core, over the 2 s of all windows
+# idle-cpu: the server's CPU time is read in each idle state it can reach, one short window per state.
+# A sleeping server uses nothing: /proc, which counts in ticks of 10 ms, shows 0. A window that shows a
+# tick or more is measured IDLE_EXTEND longer, so that a spinner starved by a loaded machine still
+# shows its share, and one stray tick (work that ended just as the window began) is forgiven.
+IDLE_WINDOWS = {"none": 0.25, "idle": 0.7, "left": 0.25, "reader-gone": 0.25, "stdin-end": 0.25}  # 1.7 s
+IDLE_EXTEND = 1.0
+IDLE_SHARE = 0.02   # the rule: under 2% of a core
+TICK = 1 / probes.CLK_TCK
 IDLE_RULE = "while no client sends anything, the server sleeps in the multiplexing call: under 2% of a core"
 IDLE_HINTS = {
     "none": "with no client the server still sleeps in select/poll/epoll, on the listening socket and standard "
@@ -272,39 +275,49 @@ IDLE_HINTS = {
 def test_idle_cpu(server: Start) -> None:
     s = server()
     base_fds = probes.fd_count(s.pid)
-    seen: list[tuple[str, str, float]] = []  # (state key, what it was, CPU seconds used in its window)
+    seen: list[tuple[str, str, float, float]] = []  # (state key, what it was, seconds measured, CPU used)
 
-    def window(key: str, what: str, settle: float) -> bool:
-        """Let the server settle, then read its CPU time over this state's window; False if it has died."""
-        time.sleep(settle)
+    def cpu_over(seconds: float) -> float | None:
         before = probes.proc(s.pid)
-        time.sleep(IDLE_WINDOWS[key])
+        time.sleep(seconds)
         after = probes.proc(s.pid)
         if before is None or after is None or not s.alive():
+            return None
+        return after.cpu_seconds - before.cpu_seconds
+
+    def window(key: str, what: str, settle: float) -> bool:
+        """Let the server settle, then read its CPU time in this state; False if it has died."""
+        time.sleep(settle)
+        t, used = IDLE_WINDOWS[key], cpu_over(IDLE_WINDOWS[key])
+        if used is not None and used > 0:
+            more = cpu_over(IDLE_EXTEND)
+            t, used = t + IDLE_EXTEND, None if more is None else used + more
+        if used is None:
             return False
-        seen.append((key, what, after.cpu_seconds - before.cpu_seconds))
+        seen.append((key, what, t, used))
         return True
 
+    def over(t: float, used: float) -> bool:
+        return used > IDLE_SHARE * t + TICK
+
     def judge() -> None:
-        total = sum(IDLE_WINDOWS[k] for k, _, _ in seen)
-        used = sum(u for _, _, u in seen)
-        spin = next(((k, w, u) for k, w, u in seen if u > SPIN), None)
-        if spin is None and used <= IDLE_SHARE * total:
+        total = sum(t for _, _, t, _ in seen)
+        used = sum(u for _, _, _, u in seen)
+        spins = [x for x in seen if over(x[2], x[3])]
+        if not spins and not over(total, used):
             return
-        each = "; ".join(f"{w}: {u:.2f} s in {IDLE_WINDOWS[k]:.1f} s" for k, w, u in seen)
-        if spin is not None:
-            k, w, u = spin
-            if all(u > SPIN for _, _, u in seen):
-                k = "idle"  # it never sleeps: the plain hint
-            saw = (f"{w}, the server used {u:.2f} s of CPU in {IDLE_WINDOWS[k]:.1f} s "
-                   f"({min(100, u / IDLE_WINDOWS[k] * 100):.0f}% of a core)")
+        each = "; ".join(f"{w}: {u:.2f} s in {t:g} s" for _, w, t, u in seen)
+        if spins:
+            k, w, t, u = spins[0]
+            saw = f"{w}, the server used {u:.2f} s of CPU in {t:g} s ({min(100, u / t * 100):.0f}% of a core)"
+            hint = IDLE_HINTS["idle" if len(spins) == len(seen) else k]  # never asleep: the plain hint
         else:
-            k = max(seen, key=lambda x: x[2])[0]
-            saw = (f"the server used {used:.2f} s of CPU in the {total:.1f} s measured "
+            saw = (f"the server used {used:.2f} s of CPU in the {total:g} s measured "
                    f"({used / total * 100:.1f}% of a core)")
+            hint = IDLE_HINTS[max(seen, key=lambda x: x[3])[0]]
         fail("read the server's CPU time (/proc/PID/stat) in each state where no client sends anything: "
-             + ", ".join(w for _, w, _ in seen),
-             f"{saw}. In each state: {each}", rule=IDLE_RULE, hint=IDLE_HINTS[k])
+             + ", ".join(w for _, w, _, _ in seen),
+             f"{saw}. In each state: {each}", rule=IDLE_RULE, hint=hint)
 
     if not window("none", "before any client connected", 0.05):
         fail("started the server and let it wait for clients", state(s), rule=IDLE_RULE)
