@@ -250,7 +250,8 @@ def test_scale(server: Start) -> None:
 # A sleeping server uses nothing: /proc, which counts in ticks of 10 ms, shows 0. A window that shows a
 # tick or more is measured IDLE_EXTEND longer, so that a spinner starved by a loaded machine still
 # shows its share, and one stray tick (work that ended just as the window began) is forgiven.
-IDLE_WINDOWS = {"none": 0.25, "idle": 0.7, "left": 0.25, "reader-gone": 0.25, "stdin-end": 0.25}  # 1.7 s
+IDLE_WINDOWS = {"none": 0.2, "idle": 0.6, "left": 0.2, "reader-owed": 0.2, "reader-gone": 0.2,
+                "stdin-end": 0.2}  # 1.6 s
 IDLE_EXTEND = 1.0
 IDLE_SHARE = 0.02   # the rule: under 2% of a core
 TICK = 1 / probes.CLK_TCK
@@ -263,6 +264,8 @@ IDLE_HINTS = {
             "sockets are for reads and writes, not for waiting",
     "left": "when a client leaves, close its descriptor and take it out of the set: a closed descriptor left in "
             "a poll array is reported at once (POLLNVAL), every time; set its entry's fd to -1",
+    "reader-owed": "while a client's echo waits for room, wait for it in select (its descriptor in the write set), "
+                   "with no timeout: retrying the write with a zero timeout spins until the client reads",
     "reader-gone": "a write that fails with EPIPE or ECONNRESET (not EAGAIN) ends that client: close it and stop "
                    "watching it; a socket in error is always writable, so select returns at once, forever",
     "stdin-end": "when read on standard input returns 0, stop watching STDIN_FILENO: take it out of the set "
@@ -335,10 +338,10 @@ def test_idle_cpu(server: Start) -> None:
     reader = Client(s.port)
     if reader.sock is not None:
         sent = _Flood().send(reader.sock, limit=64 * MiB, seconds=2.0, stall=0.2)
-        time.sleep(0.05)
+        slow = f"a client that sent {sent / MiB:.1f} MiB without reading its echo"
+        alive = window("reader-owed", f"while {slow} stayed connected, its echo owed", 0.1)
         reader.reset()
-        if not window("reader-gone", f"after a client that sent {sent / MiB:.1f} MiB and never read its echo "
-                      "had reset its connection", 0.1):
+        if not alive or not window("reader-gone", f"after {slow} had reset its connection", 0.1):
             return judge()
     s.type_eof()
     window("stdin-end", "after standard input reached its end (ctrl-D typed on the server's terminal)", 0.1)
