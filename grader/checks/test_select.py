@@ -314,6 +314,9 @@ def test_idle_cpu(server: Start) -> None:
             k, w, t, u = spins[0]
             saw = f"{w}, the server used {u:.2f} s of CPU in {t:g} s ({min(100, u / t * 100):.0f}% of a core)"
             hint = IDLE_HINTS["idle" if len(spins) == len(seen) else k]  # never asleep: the plain hint
+            if len(spins) > 1 and 0 < len(seen) - len(spins) == seen.index(spins[0]):  # slept, then never again
+                hint += ("; if it never sleeps again once it has started to spin, look also for a select "
+                         "timeout set once, before the loop: Linux counts it down to 0")
         else:
             saw = (f"the server used {used:.2f} s of CPU in the {total:g} s measured "
                    f"({used / total * 100:.1f}% of a core)")
