@@ -21,7 +21,7 @@ from ..harness import Server
 from ..session import GradingSession
 from ..verdict import fail
 from . import graded
-from .blocked import Watch
+from .blocked import BLOCKED_FOR, Watch
 
 # The contract promises an echo within 2 s; we wait longer so that a loaded machine never
 # fails a correct server, while a server that never answers fails all the same. A wait ends
@@ -42,8 +42,10 @@ def expect_echo(s: Server, c: Client, data: bytes, did: str, *, rule: str,
                 hint: str | Callable[[Server], str] = "") -> None:
     """Send `data` on `c` and fail the check unless exactly `data` comes back in time. A callable
     hint is asked at failure time, so it can follow the server's state."""
-    c.error = ""
-    got = echo_many([c], [data], PATIENCE, judge=Watch(s))[0] if c.connected else b""
+    got = b""
+    if c.connected:
+        c.error = ""
+        got = echo_many([c], [data], PATIENCE, judge=Watch(s))[0]
     if got != data:
         fail(did, f"{compare(data, got)}; {c.error or f'waited {PATIENCE:.0f} s'}; {state(s)}", rule=rule,
              hint=hint(s) if callable(hint) else hint)
@@ -190,11 +192,12 @@ def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -
         now = probes.fd_targets(pid)
         extra = {fd: t for fd, t in now.items() if base.get(fd) != t}
         listing = ", ".join(f"fd {fd} -> {t}" for fd, t in sorted(extra.items())[:12])
-        waited = (f"waited {PATIENCE:.0f} s" if not watch.quiet() else
+        waited = (f"waited {PATIENCE:.0f} s" if watch.asleep_for() < BLOCKED_FOR else
                   f"waited {watch.asleep_for():.1f} s, until every process and thread of the server slept in a call "
                   f"that only a client can end ({watch.sleeping()}): nothing more would be released")
-        left = (f"; {len(unclosed)} of the connections whose client had closed its sending side were still open "
-                f"{PATIENCE:.0f} s later ({unclosed[0].error or 'waited for the close'})" if unclosed else "")
+        left = (f"; {len(unclosed)} connections whose client had closed its sending side were not closed "
+                f"({unclosed[0].error or f'waited {PATIENCE:.0f} s'}), so the waves after it did not wait for theirs"
+                if unclosed else "")
         fail("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side) "
              f"and {waited}",
              f"the server (pid {pid}) had {len(base)} descriptors before and {len(now)} after: {listing}{left}",
