@@ -6,11 +6,13 @@ needs no such patience. `Watch` proves a server asleep for good: every process a
 submission's uid sleeps in a system call without a time limit (a read, a write to a socket, accept,
 select/poll/epoll, a lock, waitpid... with no timeout), none is runnable, none uses CPU time, and a
 client that is owed an answer (its echo, or the close after its end of input) has nothing in flight
-towards it, all unchanged for BLOCKED_FOR seconds in samples never far apart. Such a task wakes
-only on an event (a byte or a connection from a client, a child that ends, a signal); the kernel
-would already have woken one for the bytes or the end of input of that client if any waited on
-them, the clients are the grader's and send nothing while it waits, and the server's own
-processes all sleep. Load cannot explain it: a task that waits for the CPU is runnable, not asleep.
+towards it, and nothing the server printed waits in its terminal, all unchanged for BLOCKED_FOR
+seconds in samples never far apart. Such a task wakes only on an event (a byte or a connection
+from a client, a child that ends, a signal); the kernel would already have woken one for the bytes
+or the end of input of that client if any waited on them, the clients are the grader's and send
+nothing while it waits, and the server's own processes all sleep. (A timer the server set, with
+alarm or a timerfd, could still wake it: no server of these labs needs one to answer a client.)
+Load cannot explain it: a task that waits for the CPU is runnable, not asleep.
 
 Which call a task sleeps in is read from /proc/PID/task/TID/syscall, which needs CAP_SYS_PTRACE:
 without it (the docker isolation), or without a uid of the submission's own (a grading not run as
@@ -136,7 +138,7 @@ class Watch:
         self.uid = uid
         self.samples: list[Sample] = []
         self.since: dict[int, tuple[float, tuple[object, ...]]] = {}  # client port -> (start, its state)
-        self.last = 0.0
+        self.last = time.monotonic()  # the first sample comes INTERVAL into the wait: most waits are over by then
 
     def _terminal_drained(self) -> bool:
         """Nothing the server printed waits in its terminal: no task of it can be blocked printing
@@ -190,26 +192,26 @@ class Watch:
         return run[0].at - run[-1].at if len(run) >= MIN_SAMPLES else 0.0
 
     def poll(self) -> bool:
-        """Take a sample if one is due; False when the proof cannot be made here."""
-        if not self.usable:
-            return False
+        """Take a sample if one is due; whether one was taken."""
         now = time.monotonic()
-        if now - self.last >= INTERVAL:
-            self.last = now
-            self.samples.append(self._sample())
-            del self.samples[:-64]
-        return self.usable
+        if not self.usable or now - self.last < INTERVAL:
+            return False
+        self.last = now
+        self.samples.append(self._sample())
+        del self.samples[:-64]
+        return True
 
     def quiet(self) -> bool:
         """The server has slept for good for BLOCKED_FOR: nothing it does will change until a
         client acts (used to stop waiting for a change, such as descriptors being released)."""
-        return self.poll() and self.asleep_for() >= BLOCKED_FOR
+        self.poll()
+        return self.asleep_for() >= BLOCKED_FOR
 
     def owed(self, pending: dict[int, tuple[int, int]]) -> dict[int, str]:
         """Of the clients waited for (index -> (local port, bytes received so far)), those the
         server will never answer, each with why. Call it often, and only once every byte the
         clients send has been sent: a server may be waiting for those."""
-        if not self.poll() or not self.samples:
+        if not self.poll():
             return {}
         server, client = connections(self.s.port)
         out = {}
