@@ -36,10 +36,12 @@ int main(int argc, char **argv) {
     }
 }
 '''
+# never closes a connection: at its client's end of input it goes back to accept
+NO_CLOSE = STUCK.replace("close(c);", "")
 # answers each read after 1.2 s of sleep: slow, but on a timer: never proved stuck
 SLEEPY = STUCK.replace("if (write(c, buf, (size_t)n) != n) break;",
                        "{ usleep(1200000); if (write(c, buf, (size_t)n) != n) break; }")
-assert SLEEPY != STUCK
+assert SLEEPY != STUCK != NO_CLOSE
 
 
 @pytest.fixture
@@ -119,5 +121,22 @@ def test_a_server_sleeping_on_a_timer_is_waited_for(tmp_path: Path, sandbox: San
             got = echo_many([c], [line], 3.0, judge=Watch(s))
             assert got == [line], c.error
             assert time.monotonic() - t0 >= 1.2
+    finally:
+        s.stop()
+
+
+def test_a_connection_the_server_will_never_close_is_given_up_on(tmp_path: Path, sandbox: Sandbox) -> None:
+    s = start(tmp_path, sandbox, NO_CLOSE, "no-close")
+    try:
+        with Client(s.port) as c:
+            line = random_line(30)
+            c.send(line)
+            c.shutdown_write()
+            t0 = time.monotonic()
+            [(got, closed)] = read_until_eof_many([c], 3.0, judge=Watch(s))
+            assert got == line and not closed
+            if Watch(s).usable:
+                assert time.monotonic() - t0 < BLOCKED_FOR + 1.0
+                assert "kept the connection open" in c.error and "accept on fd" in c.error
     finally:
         s.stop()
