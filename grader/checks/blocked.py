@@ -244,7 +244,7 @@ class Watch:
             mine = "the server had read all it sent and sent nothing back"
         return (f"the grader stopped waiting after {held:.1f} s: {mine}, while every process and thread of the "
                 f"server slept in a call that only a client can end ({self.sleeping()}), none waiting for the CPU: "
-                "no answer could come")
+                "nothing more could come")
 
     def sleeping(self) -> str:
         """Where the server's tasks sleep: 'pid 12: read on fd 4' or '33 threads: 32 in a lock, ...'."""

@@ -329,7 +329,7 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
     floor = f" (counted as {FLOOR} s, the floor of the comparison)" if ref_best < FLOOR else ""
     if too_slow() and min(sub_t) == math.inf:
         fail(f"{did}, {len(sub_t)} times each; each round of your server stopped at {RATIO} times the "
-             "reference's best time so far",
+             "reference's best time so far (the first after 1 s at the least)",
              f"your server finished in none of the {len(sub_t)} rounds (the reference's best: {ref_best:.2f} s"
              f"{floor}); in the last one, {cut}: more than {RATIO} times slower", rule=rule,
              hint="look for sleeps, one-byte reads or writes, a lock held for a whole connection, or clients "
