@@ -13,6 +13,7 @@ import selectors
 import socket
 import struct
 import time
+from typing import Protocol
 
 HOST = "127.0.0.1"
 
@@ -219,9 +220,22 @@ def connect_many(port: int, n: int, timeout: float = 10.0) -> list[Client]:
     return clients
 
 
-def echo_many(clients: list[Client], payloads: list[bytes], timeout: float) -> list[bytes]:
+class Judge(Protocol):
+    """Proof, during a wait, that the server will never answer some clients (checks.blocked.Watch)."""
+
+    def owed(self, pending: dict[int, tuple[int, int]], /) -> dict[int, str]:
+        """Of the clients waited for (index -> (local port, bytes received so far)), those the server
+        will never answer, each with why; called only once every byte has been sent."""
+        ...
+
+
+def echo_many(clients: list[Client], payloads: list[bytes], timeout: float, *, stall: float | None = None,
+              judge: Judge | None = None) -> list[bytes]:
     """Send payloads[i] on clients[i], all at once; return what each received before the deadline
-    (at most len(payloads[i]) bytes). Clients that are not connected get b''."""
+    (at most len(payloads[i]) bytes). Clients that are not connected get b''. It stops early when
+    nothing has moved (no byte sent or received) for `stall` seconds once all was sent, and gives
+    up on the clients that `judge` proves will never be answered; either way it says why in the
+    client's `error`."""
     sel = selectors.DefaultSelector()
     out = [bytearray() for _ in clients]
     sent = [0] * len(clients)
@@ -230,13 +244,16 @@ def echo_many(clients: list[Client], payloads: list[bytes], timeout: float) -> l
             c.sock.setblocking(False)
             sel.register(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, i)
     deadline = time.monotonic() + timeout
+    moved = time.monotonic()
+    step = 0.05 if judge is not None else 0.2
     while sel.get_map() and time.monotonic() < deadline:
-        for key, ev in sel.select(max(0.0, min(0.2, deadline - time.monotonic()))):
+        for key, ev in sel.select(max(0.0, min(step, deadline - time.monotonic()))):
             i, s = key.data, clients[key.data].sock
             assert s is not None
             try:
                 if ev & selectors.EVENT_WRITE and sent[i] < len(payloads[i]):
                     sent[i] += s.send(payloads[i][sent[i] : sent[i] + 65536])
+                    moved = time.monotonic()
                     if sent[i] == len(payloads[i]):
                         sel.modify(s, selectors.EVENT_READ, i)
                 if ev & selectors.EVENT_READ:
@@ -246,6 +263,7 @@ def echo_many(clients: list[Client], payloads: list[bytes], timeout: float) -> l
                         sel.unregister(s)
                         continue
                     out[i] += chunk
+                    moved = time.monotonic()
             except BlockingIOError:
                 continue
             except OSError as e:
@@ -254,11 +272,69 @@ def echo_many(clients: list[Client], payloads: list[bytes], timeout: float) -> l
                 continue
             if len(out[i]) >= len(payloads[i]):
                 sel.unregister(s)
+        waiting = {k.data: k.fileobj for k in sel.get_map().values()}
+        if not waiting or any(sent[i] < len(payloads[i]) for i in waiting):
+            continue  # the server may be waiting for what is still to be sent
+        if stall is not None and time.monotonic() - moved > stall:
+            for i, sk in waiting.items():
+                clients[i].error = f"nothing came back for {stall:.0f} s: the server stopped answering"
+                sel.unregister(sk)
+            break
+        if judge is not None:
+            ports = {i: (clients[i].local_port, len(out[i])) for i in waiting}
+            for i, why in judge.owed(ports).items():
+                clients[i].error = why
+                sel.unregister(waiting[i])
     sel.close()
     for c in clients:
         if c.sock is not None:
             c.sock.setblocking(True)
     return [bytes(o) for o in out]
+
+
+def read_until_eof_many(clients: list[Client], timeout: float, *,
+                        judge: Judge | None = None) -> list[tuple[bytes, bool]]:
+    """Client.read_until_eof on every client at once: (data, True) for each that saw the server close
+    (or reset) the connection before the deadline, (data, False) for the others; `judge` as in
+    echo_many (a client is owed the close)."""
+    sel = selectors.DefaultSelector()
+    out = [bytearray() for _ in clients]
+    closed = [False] * len(clients)
+    for i, c in enumerate(clients):
+        if c.sock is not None:
+            c.sock.setblocking(False)
+            sel.register(c.sock, selectors.EVENT_READ, i)
+    deadline = time.monotonic() + timeout
+    step = 0.05 if judge is not None else 0.2
+    while sel.get_map() and time.monotonic() < deadline:
+        for key, _ in sel.select(max(0.0, min(step, deadline - time.monotonic()))):
+            i, s = key.data, clients[key.data].sock
+            assert s is not None
+            try:
+                chunk = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                clients[i].error = f"receive failed: {e.strerror or e}"
+                closed[i] = e.errno == errno.ECONNRESET
+                sel.unregister(s)
+                continue
+            if chunk:
+                out[i] += chunk
+            else:
+                closed[i] = True
+                sel.unregister(s)
+        if judge is not None and sel.get_map():
+            waiting = {k.data: k.fileobj for k in sel.get_map().values()}
+            ports = {i: (clients[i].local_port, len(out[i])) for i in waiting}
+            for i, why in judge.owed(ports).items():
+                clients[i].error = why
+                sel.unregister(waiting[i])
+    sel.close()
+    for c in clients:
+        if c.sock is not None:
+            c.sock.setblocking(True)
+    return [(bytes(o), cl) for o, cl in zip(out, closed, strict=True)]
 
 
 def close_all(clients: list[Client]) -> None:

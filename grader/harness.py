@@ -257,5 +257,6 @@ class Server:
         if self._drain is not None:
             self._drain.join(1)
         with contextlib.suppress(Exception):
+            self.child.ptyproc.delayafterclose = 0  # ptyprocess sleeps 0.1 s "for the kernel": it was killed above
             self.child.close(force=True)
         self.sandbox.spawned.discard(self.pid)

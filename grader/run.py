@@ -77,7 +77,8 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
     with tempfile.TemporaryDirectory(prefix="labgrade-run-") as tmp:
         report_path = Path(tmp) / "report.json"
         argv = [sys.executable, "-m", "pytest", "--pyargs", f"grader.checks.test_{lab}",
-                "-p", "grader.plugin", "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", tmp,
+                "-p", "grader.plugin", "-p", "pytest_jsonreport.plugin", "-p", "no:cacheprovider",
+                "-c", os.devnull, "--rootdir", tmp,
                 "-q", "--no-header", "-p", "no:randomly",
                 "--json-report", f"--json-report-file={report_path}",
                 "--json-report-omit", "collectors", "log", "streams", "warnings", "keywords",
@@ -91,6 +92,8 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
         if reference_root:
             argv += ["--reference-root", str(Path(reference_root).resolve())]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        # only the two plugins above: others installed here are not loaded (hypothesis's alone cost 3 s a grading)
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         # the checks import this very package, installed or run from a checkout
         pkg_parent = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
