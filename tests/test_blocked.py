@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from grader.sandbox import Sandbox
 
 from grader.checks.blocked import BLOCKED_FOR, Watch, untimed_sleep
 from grader.clients import Client, echo_many, random_line, read_until_eof_many
 from grader.harness import Server, build
+from grader.isolation.local import Sandbox
 
 # serves its first client alone, and that one until it leaves: an iterative server
 STUCK = r'''
