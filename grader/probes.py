@@ -10,6 +10,8 @@ whether that is the student's failure (checks.common.fd_targets).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import select
 import time
@@ -328,6 +330,38 @@ def socket_inodes(pid: int) -> dict[int, int]:
         if target.startswith("socket:["):
             out[fd] = int(target[8:-1])
     return out
+
+
+MQUEUE_DIR = "/dev/mqueue"
+
+
+def listed_message_queues() -> set[str] | None:
+    """The queues (`/NAME`) /dev/mqueue lists, when an mqueue file system is mounted there (Docker
+    mounts one in every container, for its IPC namespace); None when none is."""
+    if not os.path.ismount(MQUEUE_DIR):
+        return None
+    try:
+        return {"/" + n for n in os.listdir(MQUEUE_DIR)}
+    except OSError:
+        return None
+
+
+def message_queue_exists(name: str) -> bool:
+    """Whether the POSIX message queue `name` exists in our IPC namespace: mq_open without
+    O_CREAT (closed at once; refused access means it exists). ProbeError when the system has no
+    message queues."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mq_open.restype = ctypes.c_int
+    q = libc.mq_open(name.encode(), os.O_RDONLY | os.O_NONBLOCK)
+    if q >= 0:
+        libc.mq_close(q)
+        return True
+    e = ctypes.get_errno()
+    if e in (errno.ENOENT, errno.EINVAL, errno.ENAMETOOLONG):
+        return False
+    if e == errno.EACCES:
+        return True
+    raise ProbeError(f"cannot tell whether message queue {name} exists: mq_open: {os.strerror(e)}")
 
 
 @dataclass(frozen=True)
