@@ -140,10 +140,10 @@ int main(int argc, char **argv)
     }
 
     /* SIGTERM: stop accepting, close the last write end, wait for the logger
-     * to drain the pipe and end (SIG_DFL: the handler must not reap it first) */
+     * to drain the pipe and end (SIG_DFL first: the handler must not reap it) */
     Close(listenfd);
-    Close(fds[1]);
     install_handler(SIGCHLD, SIG_DFL, 0);
+    Close(fds[1]);
     while (waitpid(logger_pid, NULL, 0) < 0 && errno == EINTR)
         ;
     return EXIT_SUCCESS;
