@@ -31,9 +31,9 @@ void sigchld_handler(int sig)
 void logger(int readfd)
 {
     (void)readfd;
-    /* TODO (handout: "every complete line a client sends is appended by the
-     * logger to the file echo.log, exactly once, as one unbroken record,
-     * within 1 s of its echo"): open echo.log (O_WRONLY | O_CREAT |
+    /* TODO (handout: "every complete line a client sends ... is appended by
+     * the logger to the file echo.log ... exactly once, as one unbroken
+     * record, within 1 s of its echo"): open echo.log (O_WRONLY | O_CREAT |
      * O_APPEND), then read the channel and write what comes to the file,
      * until end-of-file (a pipe) or a stop message (a queue). */
     exit(EXIT_SUCCESS);
@@ -68,16 +68,16 @@ int main(int argc, char **argv)
     int listenfd = Open_listenfd(argv[1]);
 
     for (;;) {
-        /* TODO (handout: lab fork's rules): accept, retried on EINTR; fork a
-         * child per connection, which closes listenfd, calls echo and exits;
-         * the parent closes connfd. */
+        /* TODO (handout: "all rules of lab fork hold"): accept, retried on
+         * EINTR; fork a child per connection, which closes listenfd, calls
+         * echo and exits; the parent closes connfd. */
         int connfd = Accept(listenfd, NULL, NULL);
 
         /* As given, nobody is served: the connection is closed at once. */
         Close(connfd);
     }
-    /* TODO (handout: "every line already echoed is in echo.log; every process
-     * of the server has ended within 2 s; a message queue it made is
+    /* TODO (handout: "every line already echoed is in echo.log ... every
+     * process of the server has ended within 2 s; a message queue it made is
      * unlinked"): after the loop, close the channel, wait for the logger
      * (waitpid), mq_unlink a queue, and return. */
 }
