@@ -151,10 +151,10 @@ int main(int argc, char **argv)
      * to drain the pipe and end (SIG_DFL first: the handler must not reap it) */
     Close(listenfd);
     install_handler(SIGCHLD, SIG_DFL, 0);
-    Close(fds[1]);
     /* BUG (shutdown): the logger is killed, not left to reach end-of-file: what its
      * stdio buffer holds never reaches echo.log */
     kill(logger_pid, SIGTERM);
+    Close(fds[1]);
     while (waitpid(logger_pid, NULL, 0) < 0 && errno == EINTR)
         ;
     return EXIT_SUCCESS;
