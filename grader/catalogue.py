@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LABS = ("fork", "select", "thread")
+LABS = ("fork", "select", "thread", "ipc")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ _POINTS = {
     "thread": {"build": 5, "echo": 10, "eof": 5, "concurrency": 5, "fd-leak": 5, "robust-disconnect": 5,
                "vs-reference": 5, "thread-per-client": 10, "thread-leak": 10, "connfd-race": 10,
                "counter": 15, "tsan": 10, "unsafe-calls": 5},
+    "ipc": {"build": 5, "echo": 5, "eof": 5, "concurrency": 5, "fd-leak": 5, "robust-disconnect": 5,
+            "vs-reference": 5, "process-per-client": 5, "zombies": 5, "child-exit": 5, "listenfd-closed": 5,
+            "accept-eintr": 5, "logger": 10, "log-complete": 10, "log-intact": 10, "channel-ends": 5,
+            "shutdown": 5},
 }
 
 _SPECIFIC = {
@@ -72,6 +76,19 @@ _SPECIFIC = {
         ("unsafe-calls", "the program calls a thread-unsafe library function"),
     ],
 }
+# lab ipc is lab fork plus a logger: the fork lab's rows, then its own
+_SPECIFIC["ipc"] = _SPECIFIC["fork"] + [
+    ("logger", "there is not exactly one logger process, made before the first client and alive as long as "
+               "the server, or a process other than the logger opens `echo.log`"),
+    ("log-complete", "a line echoed to a client is missing from `echo.log` 1 s after its echo, or appears more "
+                     "than once, or one client's lines are out of order"),
+    ("log-intact", "lines from clients sending at the same time (byte by byte, and in bursts of lines up to 4096 "
+                   "bytes) are torn or interleaved in `echo.log`"),
+    ("channel-ends", "a process holds a channel end it does not use (the logger a write end, the parent or a "
+                     "child a read end)"),
+    ("shutdown", "after SIGTERM a line already echoed is missing from `echo.log`, a process of the server is "
+                 "still alive 2 s later, or its message queue is still in `/dev/mqueue`"),
+]
 
 # vs-reference needs the reference server, which never ships to students: instructor-only.
 HIDDEN = {"vs-reference"}

@@ -10,6 +10,8 @@ whether that is the student's failure (checks.common.fd_targets).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import select
 import time
@@ -143,6 +145,65 @@ def fd_targets(pid: int) -> dict[int, str]:
     kernel lets a process read its own uid's links, and the helper, made non-dumpable by the uid
     change itself, cannot be traced or altered by the student's processes (it can be signalled:
     ProbeInterfered when it kept being killed). ProbeError when the links cannot be read at all."""
+    return {fd: e.target for fd, e in _fds(pid, detail=False).items()}
+
+
+@dataclass(frozen=True)
+class FdEntry:
+    target: str  # the link: `pipe:[123]`, `socket:[4]`, `/path`, `/queue` (a POSIX message queue)
+    flags: int   # /proc/PID/fdinfo/N `flags` (O_ACCMODE: O_RDONLY, O_WRONLY, O_RDWR), -1 unknown
+    mnt_id: int  # fdinfo `mnt_id`: the mount the open file lives on, -1 unknown
+
+    @property
+    def reads(self) -> bool:
+        return self.flags >= 0 and self.flags & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
+
+    @property
+    def writes(self) -> bool:
+        return self.flags >= 0 and self.flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+
+    @property
+    def pipe_inode(self) -> int | None:
+        return int(self.target[6:-1]) if self.target.startswith("pipe:[") else None
+
+
+def fd_entries(pid: int) -> dict[int, FdEntry]:
+    """fd -> its link target, open flags and mount (fdinfo), read as fd_targets reads links."""
+    return _fds(pid, detail=True)
+
+
+def _fdinfo(pid: int, name: str) -> tuple[int, int]:
+    flags = mnt = -1
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/fdinfo/{name}").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "flags":
+                flags = int(value.strip(), 8)
+            elif key == "mnt_id":
+                mnt = int(value.strip())
+    return flags, mnt
+
+
+def _entry(record: str, detail: bool) -> tuple[int, FdEntry]:
+    """One record of the helper's output: `N=TARGET`, with `detail` `N=FLAGS:MNT:TARGET` (TARGET
+    last: it may hold ':')."""
+    name, _, rest = record.partition("=")
+    if not detail:
+        return int(name), FdEntry(rest, -1, -1)
+    flags, _, rest = rest.partition(":")
+    mnt, _, target = rest.partition(":")
+    return int(name), FdEntry(target, int(flags), int(mnt))
+
+
+def _record(pid: int, name: str, detail: bool) -> str:
+    target = os.readlink(f"/proc/{pid}/fd/{name}")
+    if not detail:
+        return f"{name}={target}"
+    flags, mnt = _fdinfo(pid, name)
+    return f"{name}={flags}:{mnt}:{target}"
+
+
+def _fds(pid: int, detail: bool) -> dict[int, FdEntry]:
     out = {}
     try:
         names = os.listdir(f"/proc/{pid}/fd")
@@ -150,15 +211,20 @@ def fd_targets(pid: int) -> dict[int, str]:
         return {}
     for name in names:
         try:
-            out[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+            fd, entry = _entry(_record(pid, name, detail), detail)
         except FileNotFoundError:
             continue
         except PermissionError as e:
-            return _fd_targets_as_owner(pid, e)
+            return _fds_as_owner(pid, e, detail)
+        out[fd] = entry
     return out
 
 
 def _fd_targets_as_owner(pid: int, denied: PermissionError) -> dict[int, str]:
+    return {fd: e.target for fd, e in _fds_as_owner(pid, denied).items()}
+
+
+def _fds_as_owner(pid: int, denied: PermissionError, detail: bool = False) -> dict[int, FdEntry]:
     try:
         st = os.stat(f"/proc/{pid}")
     except (FileNotFoundError, ProcessLookupError):
@@ -174,14 +240,9 @@ def _fd_targets_as_owner(pid: int, denied: PermissionError) -> dict[int, str]:
     # so that the check can make it the student's failure, not an uncharged error.
     interfered = 0
     while True:
-        status, data, stopped, we_killed = _links_as(uid, gid, pid)
+        status, data, stopped, we_killed = _links_as(uid, gid, pid, detail)
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            out = {}
-            for part in data.decode(errors="replace").split("\0"):
-                if part:
-                    name, _, target = part.partition("=")
-                    out[int(name)] = target
-            return out
+            return dict(_entry(part, detail) for part in data.decode(errors="replace").split("\0") if part)
         if stopped or (os.WIFSIGNALED(status) and not we_killed):
             interfered += 1
             if interfered < 5:
@@ -192,9 +253,11 @@ def _fd_targets_as_owner(pid: int, denied: PermissionError) -> dict[int, str]:
             "(docker run --cap-add SYS_PTRACE)") from denied
 
 
-def _links_as(uid: int, gid: int, pid: int, timeout: float = 10.0) -> tuple[int, bytes, bool, bool]:
-    """Read pid's fd links in a forked child that takes uid/gid. Returns the child's wait status,
-    what it wrote, whether it was found stopped, and whether we had to kill it."""
+def _links_as(uid: int, gid: int, pid: int, detail: bool = False,
+              timeout: float = 10.0) -> tuple[int, bytes, bool, bool]:
+    """Read pid's fd links (and with `detail` their fdinfo) in a forked child that takes uid/gid.
+    Returns the child's wait status, what it wrote, whether it was found stopped, and whether we
+    had to kill it."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # only system calls from here to _exit: the grader has threads
@@ -207,7 +270,7 @@ def _links_as(uid: int, gid: int, pid: int, timeout: float = 10.0) -> tuple[int,
             parts = []
             for name in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
-                    parts.append(f"{name}={os.readlink(f'/proc/{pid}/fd/{name}')}")
+                    parts.append(_record(pid, name, detail))
             data = "\0".join(parts).encode()
             while data:
                 data = data[os.write(w, data):]
@@ -242,6 +305,24 @@ def _links_as(uid: int, gid: int, pid: int, timeout: float = 10.0) -> tuple[int,
     return status, b"".join(chunks), stopped, not eof and not stopped
 
 
+def mount_ids(pid: int) -> set[int]:
+    """The ids of the mounts pid sees (/proc/PID/mountinfo, readable by everyone)."""
+    try:
+        return {int(line.split(None, 1)[0]) for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()}
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return set()
+
+
+def message_queue(entry: FdEntry, mounts: set[int]) -> str | None:
+    """The name of the POSIX message queue a descriptor is open on (`/NAME`), or None. A queue's
+    link reads `/NAME` (`/NAME (deleted)` once unlinked), like a file at the root, but it lives on
+    the kernel's internal mqueue mount, which no process's mountinfo lists."""
+    name = entry.target.removesuffix(" (deleted)")
+    if not name.startswith("/") or "/" in name[1:] or name == "/" or entry.mnt_id < 0 or entry.mnt_id in mounts:
+        return None
+    return name
+
+
 def socket_inodes(pid: int) -> dict[int, int]:
     """fd -> socket inode, sockets only."""
     out = {}
@@ -249,6 +330,38 @@ def socket_inodes(pid: int) -> dict[int, int]:
         if target.startswith("socket:["):
             out[fd] = int(target[8:-1])
     return out
+
+
+MQUEUE_DIR = "/dev/mqueue"
+
+
+def listed_message_queues() -> set[str] | None:
+    """The queues (`/NAME`) /dev/mqueue lists, when an mqueue file system is mounted there (Docker
+    mounts one in every container, for its IPC namespace); None when none is."""
+    if not os.path.ismount(MQUEUE_DIR):
+        return None
+    try:
+        return {"/" + n for n in os.listdir(MQUEUE_DIR)}
+    except OSError:
+        return None
+
+
+def message_queue_exists(name: str) -> bool:
+    """Whether the POSIX message queue `name` exists in our IPC namespace: mq_open without
+    O_CREAT (closed at once; refused access means it exists). ProbeError when the system has no
+    message queues."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mq_open.restype = ctypes.c_int
+    q = libc.mq_open(name.encode(), os.O_RDONLY | os.O_NONBLOCK)
+    if q >= 0:
+        libc.mq_close(q)
+        return True
+    e = ctypes.get_errno()
+    if e in (errno.ENOENT, errno.EINVAL, errno.ENAMETOOLONG):
+        return False
+    if e == errno.EACCES:
+        return True
+    raise ProbeError(f"cannot tell whether message queue {name} exists: mq_open: {os.strerror(e)}")
 
 
 @dataclass(frozen=True)

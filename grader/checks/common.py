@@ -49,6 +49,14 @@ def fd_targets(pid: int) -> dict[int, str]:
         _interfered(e)
 
 
+def fd_entries(pid: int) -> dict[int, probes.FdEntry]:
+    """probes.fd_entries (links, open flags, mounts), decided as fd_targets is."""
+    try:
+        return probes.fd_entries(pid)
+    except ProbeInterfered as e:
+        _interfered(e)
+
+
 def socket_inodes(pid: int) -> dict[int, int]:
     """probes.socket_inodes, decided as fd_targets is."""
     try:

@@ -8,9 +8,11 @@ scratch directories. Where the kernel lets root make mount namespaces (not in a
 container), student code also gets a private view of the file system: the home,
 project and other non-system trees, the reference and the grader's own package are
 hidden, and /tmp, /var/tmp, /dev/shm are small private tmpfs (its work directory is
-mounted back in). Without root (a student's self-check) the code runs as the caller
-with the same rlimits, and teardown kills every descendant of the grader, which is a
-child subreaper so that double-forked daemons stay its descendants.
+mounted back in); each process started gets an IPC namespace of its own, so message
+queues neither collide between gradings nor outlive the server. Without root (a
+student's self-check) the code runs as the caller with the same rlimits, and teardown
+kills every descendant of the grader, which is a child subreaper so that double-forked
+daemons stay its descendants.
 
 Everywhere, a watchdog thread counts the processes (threads included) and the memory
 of the sandbox's processes ten times a second and kills them all when they pass the
@@ -22,7 +24,7 @@ One module per job, `Sandbox` coordinating them:
     uids        the pool of unprivileged uids (and the ones a container is given)
     ports       free TCP ports outside the ephemeral range
     locks       the lock files that keep parallel gradings apart
-    namespaces  a private view of the file system, a network of its own
+    namespaces  a private view of the file system, IPC of its own, a network of its own
     limits      rlimits, the watchdog's limits, the size of a submission
     watchdog    the thread that counts processes and memory, and kills past the limits
     reaper      the one loop that ends processes (signal, grace, SIGKILL, reap)
@@ -30,7 +32,14 @@ One module per job, `Sandbox` coordinating them:
 """
 from .cgroups import cgroup_memory_limit, cgroup_oom_kills
 from .limits import IDLE_ENV, MAX_SUBMISSION_BYTES, MAX_SUBMISSION_FILES, Limits
-from .namespaces import local_protection, private_fs_supported, private_network, private_network_supported
+from .namespaces import (
+    local_protection,
+    message_queues_in,
+    private_fs_supported,
+    private_ipc_supported,
+    private_network,
+    private_network_supported,
+)
 from .reaper import end_processes, set_subreaper
 from .sandbox import WORK_ROOT_ENV, Sandbox
 from .uids import UID_BASE, UID_COUNT, UIDS_ENV, reserve_uids
@@ -39,6 +48,7 @@ from .watchdog import Violation, Watchdog
 __all__ = [
     "IDLE_ENV", "MAX_SUBMISSION_BYTES", "MAX_SUBMISSION_FILES", "UIDS_ENV", "UID_BASE", "UID_COUNT",
     "WORK_ROOT_ENV", "Limits", "Sandbox", "Violation", "Watchdog", "cgroup_memory_limit", "cgroup_oom_kills",
-    "end_processes", "local_protection", "private_fs_supported", "private_network", "private_network_supported",
+    "end_processes", "local_protection", "message_queues_in", "private_fs_supported", "private_ipc_supported",
+    "private_network", "private_network_supported",
     "reserve_uids", "set_subreaper",
 ]

@@ -1,5 +1,6 @@
-"""Namespaces as root: a private view of the file system for student code, a network of its own
-for a grading; each probed once, in a forked child, so this process keeps its own."""
+"""Namespaces as root: a private view of the file system and IPC objects of its own for student
+code, a network of its own for a grading; each probed once, in a forked child, so this process
+keeps its own."""
 from __future__ import annotations
 
 import ctypes
@@ -22,6 +23,7 @@ SYSTEM_DIRS = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWIPC = 0x08000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
 # open_tree(2) and move_mount(2) (Linux 5.2; the same numbers on every architecture)
@@ -56,6 +58,54 @@ def private_fs_supported() -> bool:
             and _succeeds_in_child(_private_fs_works))
 
 
+@functools.cache
+def private_ipc_supported() -> bool:
+    """True when student code may get an IPC namespace of its own (root with CAP_SYS_ADMIN).
+    Probed once, in a child (LABGRADE_PRIVATE_IPC=0 turns it off)."""
+    return (os.geteuid() == 0 and os.environ.get("LABGRADE_PRIVATE_IPC", "1") != "0"
+            and _succeeds_in_child(lambda: libc.unshare(CLONE_NEWIPC) == 0))
+
+
+def private_ipc() -> None:
+    """In a child, as root, before it drops to the student uid: an IPC namespace of its own, as
+    every Docker container has. Its POSIX message queues (and System V objects) are seen by no
+    other grading, whatever their names, and are destroyed with the namespace, when the last
+    process in it (or the last descriptor of /proc/PID/ns/ipc) is gone: nothing is left behind."""
+    if libc.unshare(CLONE_NEWIPC) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWIPC)")
+
+
+def message_queues_in(ns_fd: int) -> list[str]:
+    """As root: the names (`/NAME`) of the POSIX message queues of an IPC namespace (ns_fd: an open
+    /proc/PID/ns/ipc, which keeps it alive after its processes ended). A forked helper joins it
+    and mounts an mqueue file system, which shows the queues of its mounter's namespace, over /tmp
+    in a mount namespace of its own: nothing changes outside the helper. OSError when it cannot."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child; only system calls: the grader has threads
+        code = 1
+        try:
+            os.close(r)
+            if libc.setns(ns_fd, CLONE_NEWIPC) == 0 and libc.unshare(CLONE_NEWNS) == 0:
+                _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+                _mount("none", "/tmp", "mqueue", MS_NOSUID | MS_NODEV, None)
+                data = "\0".join(os.listdir("/tmp")).encode()
+                while data:
+                    data = data[os.write(w, data):]
+                code = 0
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        raise OSError(f"could not list the message queues of an IPC namespace (helper status {status})")
+    return sorted("/" + n for n in data.decode(errors="replace").split("\0") if n)
+
+
 def local_protection() -> str:
     """What the local isolation holds on this machine, in a few words (README: the table)."""
     if os.geteuid() != 0:
@@ -64,6 +114,8 @@ def local_protection() -> str:
     held = ["a uid of its own per grading"]
     held.append("a private view of the file system" if private_fs_supported() else
                 "NO private view of the file system (it needs CAP_SYS_ADMIN)")
+    held.append("IPC objects of its own (message queues)" if private_ipc_supported() else
+                "the machine's IPC namespace (message queues: one of its own needs CAP_SYS_ADMIN)")
     held.append("a network of its own" if private_network_supported() else
                 "the machine's network (a network of its own needs CAP_SYS_ADMIN and CAP_NET_ADMIN)")
     return "root: " + ", ".join(held)

@@ -26,7 +26,7 @@ from .limits import (
     raise_nofile,
 )
 from .locks import lock_dir
-from .namespaces import SCRATCH_DIRS, private_fs_supported, private_view
+from .namespaces import SCRATCH_DIRS, private_fs_supported, private_ipc, private_ipc_supported, private_view
 from .ports import reserve_port
 from .reaper import end_processes, set_subreaper
 from .uids import reserve_uid
@@ -45,6 +45,7 @@ class Sandbox:
         self.uid: int | None = None
         self.gid: int | None = None
         self.private_fs = False
+        self.private_ipc = False  # each process started here gets an IPC namespace of its own
         self.watchdog = Watchdog(self.limits, self.processes, self._end_all_now)
         self._locks: list[int] = []
         self._closed = False
@@ -58,6 +59,7 @@ class Sandbox:
             # students' uid must traverse to its work dirs, never list or write ours
             os.chmod(self.root, 0o711)
             self.private_fs = self.uid is not None and private_fs_supported()
+            self.private_ipc = self.uid is not None and private_ipc_supported()
             set_subreaper()
             raise_nofile()
         except BaseException:
@@ -104,12 +106,13 @@ class Sandbox:
         return env
 
     def preexec(self, *, tsan: bool = False, new_session: bool = True) -> Callable[[], None]:
-        """Runs in the child between fork and exec: limits, a private view of the file system
-        (root, outside containers), then the unprivileged uid. Starts the watchdog."""
+        """Runs in the child between fork and exec: limits, a private view of the file system and
+        IPC objects of its own (root, outside containers), then the unprivileged uid. Starts the
+        watchdog."""
         lim, uid, gid = self.limits, self.uid, self.gid
         # RLIMIT_NPROC counts every process of the real uid: without root, leave room for the user's own
         nproc = lim.nproc if uid is not None else lim.nproc + sum(p.uid == os.getuid() for p in probes.all_procs())
-        private, keep, hide = self.private_fs, str(self.root), list(self.hide)
+        private, ipc, keep, hide = self.private_fs, self.private_ipc, str(self.root), list(self.hide)
         self.watchdog.start()
 
         def setup() -> None:
@@ -121,6 +124,8 @@ class Sandbox:
                 f.write("1000")
             if private:
                 private_view(keep, hide, lim.scratch)
+            if ipc:
+                private_ipc()
             lim.apply(nproc=nproc, tsan=tsan, own_uid=uid is not None)
             if uid is not None and gid is not None:
                 os.setgroups([])
