@@ -306,10 +306,11 @@ def _links_as(uid: int, gid: int, pid: int, detail: bool = False,
 
 
 def mount_ids(pid: int) -> set[int]:
-    """The ids of the mounts pid sees (/proc/PID/mountinfo, readable by everyone)."""
+    """The ids of the mounts pid sees (/proc/PID/mountinfo, readable by everyone); none for a
+    process that is gone or dying (a zombie's mountinfo reads EINVAL: it has no namespaces left)."""
     try:
         return {int(line.split(None, 1)[0]) for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()}
-    except (FileNotFoundError, ProcessLookupError, ValueError):
+    except (OSError, ValueError):
         return set()
 
 

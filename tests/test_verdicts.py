@@ -124,9 +124,15 @@ def assert_expected(server: Path, summary: dict[str, Any]) -> None:
         assert summary["score"] == summary["max_score"] == 100
 
 
+# Correct designs whose mechanics differ in a container beyond what the sample shows: a message
+# queue lives in the container's own IPC namespace and /dev/mqueue.
+DOCKER_ALSO = ("ipc/alt-mqueue",)
+
+
 def docker_sample() -> list[Path]:
     """Per lab: for each check id some server fails, the server that fails it with the fewest
-    other failures (unless one already chosen fails it), and the first correct alternative."""
+    other failures (unless one already chosen fails it), the first correct alternative, and
+    DOCKER_ALSO."""
     chosen: list[Path] = []
     for lab in catalogue.LABS:
         mine = {d: load(d) for d in cases() if d.parent.name == lab}
@@ -136,6 +142,7 @@ def docker_sample() -> list[Path]:
             if failing and not any(cid in mine[d]["fails"] for d in picked):
                 picked.append(min(failing, key=lambda d: (len(mine[d]["fails"]), d.name)))
         picked += [d for d in mine if mine[d]["passes"] == "all"][:1]
+        picked += [d for d in mine if f"{lab}/{d.name}" in DOCKER_ALSO and d not in picked]
         chosen += sorted(picked)
     return chosen
 
