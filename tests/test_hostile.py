@@ -156,16 +156,19 @@ def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
     prefix = f"hostile-{uuid.uuid4().hex[:8]}-"
     argv = ["grade", meta["lab"], str(lab_dir), "--json", str(out), "--quiet", "--isolation", isolation,
             "--reference-root", str(ref / "reference")]
-    port = meta.get("listen")
+    port, queues = meta.get("listen"), meta.get("queues")
     try:
-        # one grading at a time listens on a given port; the other cases run side by side
-        with PORT_LOCKS.setdefault(port, threading.Lock()) if port else contextlib.nullcontext():
+        # one grading at a time listens on a given port, or makes queues of given names (a queue of one
+        # grading must not be taken for another's leftover); the other cases run side by side
+        key = port or queues
+        with PORT_LOCKS.setdefault(key, threading.Lock()) if key else contextlib.nullcontext():
             listener = Listener(port) if port else None
             try:
                 r = run_cli(argv, env={"LABGRADE_SESSION_PREFIX": prefix})
             finally:
                 reached = listener.close() if listener else []
             r["reached"] = reached
+            r["queues"] = queues_left(queues) if queues else []
         r["orphans"] = orphans()
         r["containers"] = labelled(prefix) if isolation == "docker" else []
         r["canary"] = json.loads(canary.read_text()) if canary.exists() else None
@@ -180,7 +183,24 @@ def grade_case(case: Path, isolation: str, work: Path) -> dict[str, Any]:
     return r
 
 
-PORT_LOCKS: dict[int, threading.Lock] = {}
+PORT_LOCKS: dict[int | str, threading.Lock] = {}
+
+
+def queues_left(prefix: str, most: int = 4096) -> list[str]:
+    """POSIX message queues named prefix0, prefix1, ... that exist in this process's IPC namespace
+    (the machine's, or the test container's): left by a grading. Each is removed once seen."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    left = []
+    for i in range(most):
+        name = f"{prefix}{i}".encode()
+        mqd = libc.mq_open(name, os.O_RDONLY)
+        if mqd >= 0:
+            libc.mq_close(mqd)
+            libc.mq_unlink(name)
+            left.append(name.decode())
+    return left
 
 
 class Listener:
@@ -283,7 +303,7 @@ def test_the_corpus_covers_the_issue() -> None:
     names = {c.name for c in cases()}
     wanted = {"fork-bomb", "memory-bomb", "cpu-spin", "flood", "escape-daemon", "kill-all", "search-reference",
               "exec-reference", "overwrite-reports", "listen-no-accept", "make-hangs", "make-fills-disk",
-              "too-large", "phone-home"}
+              "too-large", "phone-home", "mqueue-flood"}
     assert wanted <= names, f"missing: {sorted(wanted - names)}"
     from grader import catalogue
 
@@ -300,6 +320,24 @@ def test_the_corpus_covers_the_issue() -> None:
         assert "Makefile" in lab_files(case, meta["lab"]), case.name
         # the huge tree is made at run time: nothing large is committed
         assert sum(p.stat().st_size for p in case.rglob("*") if p.is_file()) < 256 << 10, case.name
+
+
+def test_queues_left_sees_and_removes_a_queue_a_grading_left() -> None:
+    import ctypes
+
+    class Attr(ctypes.Structure):
+        _fields_ = [("flags", ctypes.c_long), ("maxmsg", ctypes.c_long), ("msgsize", ctypes.c_long),
+                    ("curmsgs", ctypes.c_long), ("pad", ctypes.c_long * 4)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    prefix = f"/labgrade-test-{uuid.uuid4().hex[:8]}-"
+    attr = Attr(0, 1, 1, 0)
+    for i in (0, 2):
+        mqd = libc.mq_open(f"{prefix}{i}".encode(), os.O_CREAT | os.O_RDWR, 0o600, ctypes.byref(attr))
+        assert mqd >= 0, os.strerror(ctypes.get_errno())
+        libc.mq_close(mqd)
+    assert queues_left(prefix, most=8) == [f"{prefix}0", f"{prefix}2"]
+    assert queues_left(prefix, most=8) == []  # removed once seen
 
 
 @pytest.mark.parametrize(("case", "isolation"), params())
@@ -335,6 +373,7 @@ def test_hostile_case(case: Path, isolation: str, gradings: Gradings) -> None:
     assert r["canary"] == CANARY, "a report-like file outside the grading was changed"
     assert r.get("reached", []) == [], f"the submission reached the machine's network: {r['reached']}"
     assert r["orphans"] == [], f"processes escaped the grading: {r['orphans']}"
+    assert r["queues"] == [], f"message queues outlived the grading: {len(r['queues'])}, e.g. {r['queues'][:3]}"
     assert r["containers"] == [], f"containers or volumes left: {r['containers']}"
     assert gradings.left_after_all == [], f"student processes left after the gradings: {gradings.left_after_all}"
 

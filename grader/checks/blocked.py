@@ -48,19 +48,20 @@ _COMMON = {"readv": (None, ""), "writev": (None, ""), "pselect6": (4, "ptr"), "p
            "wait4": (None, ""), "waitid": (None, ""), "semop": (None, ""), "semtimedop": (3, "ptr"),
            "msgsnd": (None, ""), "msgrcv": (None, ""), "futex": (3, "ptr"), "futex_waitv": (3, "ptr"),
            "epoll_pwait": (3, "ms"), "epoll_pwait2": (3, "ptr"), "mq_timedsend": (4, "ptr"),
-           "mq_timedreceive": (4, "ptr"), "flock": (None, ""), "read": (None, ""), "write": (None, "")}
+           "mq_timedreceive": (4, "ptr"), "flock": (None, ""), "read": (None, ""), "write": (None, ""),
+           "pause": (None, ""), "rt_sigsuspend": (None, "")}
 _NUMBERS = {
     "x86_64": {"read": 0, "write": 1, "poll": 7, "readv": 19, "writev": 20, "select": 23, "pselect6": 270,
                "ppoll": 271, "accept": 43, "accept4": 288, "sendto": 44, "recvfrom": 45, "sendmsg": 46,
                "recvmsg": 47, "recvmmsg": 299, "sendmmsg": 307, "wait4": 61, "waitid": 247, "semop": 65,
                "semtimedop": 220, "msgsnd": 69, "msgrcv": 70, "futex": 202, "futex_waitv": 449,
                "epoll_wait": 232, "epoll_pwait": 281, "epoll_pwait2": 441, "mq_timedsend": 242,
-               "mq_timedreceive": 243, "flock": 73},
+               "mq_timedreceive": 243, "flock": 73, "pause": 34, "rt_sigsuspend": 130},
     "aarch64": {"read": 63, "write": 64, "readv": 65, "writev": 66, "pselect6": 72, "ppoll": 73, "accept": 202,
                 "accept4": 242, "sendto": 206, "recvfrom": 207, "sendmsg": 211, "recvmsg": 212, "recvmmsg": 243,
                 "sendmmsg": 269, "wait4": 260, "waitid": 95, "semop": 193, "semtimedop": 192, "msgsnd": 189,
                 "msgrcv": 188, "futex": 98, "futex_waitv": 449, "epoll_pwait": 22, "epoll_pwait2": 441,
-                "mq_timedsend": 182, "mq_timedreceive": 183, "flock": 32},
+                "mq_timedsend": 182, "mq_timedreceive": 183, "flock": 32, "rt_sigsuspend": 133},
 }
 _TIMEOUTS = {**_COMMON, "poll": (2, "ms"), "select": (4, "ptr"), "epoll_wait": (3, "ms")}
 UNTIMED = {nr: (name, *_TIMEOUTS[name]) for name, nr in _NUMBERS.get(platform.machine(), {}).items()}
