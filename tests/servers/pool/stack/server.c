@@ -9,7 +9,6 @@
  * waiting descriptors), a binary one excludes.
  * Usage: ./server PORT [WORKERS]
  */
-#include <limits.h>
 #include <semaphore.h>
 
 #include "netlib.h"
