@@ -8,10 +8,11 @@ from support import ROOT, lab_files
 
 SOURCES = {
     "alice/fork": "tests/servers/fork/alt-sig-ign", "alice/select": "tests/servers/select/alt-poll",
-    "alice/thread": "tests/servers/thread/alt-pool",
+    "alice/thread": "tests/servers/thread/alt-pool", "alice/pool": "tests/servers/pool/alt-condvar",
     "bob/fork": "assignments/fork", "bob/select": "assignments/select", "bob/thread": "assignments/thread",
+    "bob/pool": "assignments/pool",
     "carol/fork": "tests/servers/fork/no-reap", "carol/select": "tests/servers/select/blocking-write",
-    "carol/thread": "tests/servers/thread/connfd-race",
+    "carol/thread": "tests/servers/thread/connfd-race", "carol/pool": "tests/servers/pool/stack",
 }
 
 
