@@ -1,6 +1,6 @@
 /*
- * server.c - lab pool, the model answer with one bug: SIGPIPE is not
- * ignored, so a write to a client that has gone kills the whole server
+ * server.c - lab pool, the model answer with one bug: a failed read
+ * (a client reset) exits the whole server
  *
  * WORKERS threads are made before the first accept.  The main thread only
  * accepts and inserts each connected descriptor into a bounded FIFO (sbuf);
@@ -83,9 +83,12 @@ static void echo(int connfd)
     ssize_t n;
 
     rio_readinitb(&rio, connfd);
-    while ((n = rio_readlineb(&rio, buf, MAXLINE)) > 0)
+    while ((n = rio_readlineb(&rio, buf, MAXLINE)) != 0) {
+        if (n < 0)
+            unix_error("rio_readlineb");  /* the bug: exit ends every thread */
         if (rio_writen(connfd, buf, (size_t)n) != n)
             return;             /* reset or gone (EPIPE, ECONNRESET): this client only */
+    }
 }
 
 /* worker - serve one client after another, for the server's whole life */
@@ -122,6 +125,7 @@ int main(int argc, char **argv)
         exit(EXIT_FAILURE);
     }
     int nworkers = workers(argc, argv);
+    install_handler(SIGPIPE, SIG_IGN, 0);   /* a vanished client gives EPIPE, not death */
     sbuf_init(&sbuf);
     for (int i = 0; i < nworkers; i++) {    /* rule: the whole pool, before the first accept */
         pthread_t tid;

@@ -1,6 +1,6 @@
 /*
- * server.c - lab pool, the model answer with one bug: the buffer's count
- * of waiting descriptors is updated outside the lock
+ * server.c - lab pool, the model answer with one bug: a worker peeks at
+ * front and rear without the lock before it waits
  *
  * WORKERS threads are made before the first accept.  The main thread only
  * accepts and inserts each connected descriptor into a bounded FIFO (sbuf);
@@ -9,6 +9,7 @@
  * waiting descriptors), a binary one excludes.
  * Usage: ./server PORT [WORKERS]
  */
+#include <sched.h>
 #include <semaphore.h>
 
 #include "netlib.h"
@@ -22,7 +23,6 @@ typedef struct {
     int buf[SBUFSIZE];  /* descriptors waiting for a worker, a circular queue */
     int front;          /* buf[front] is the oldest (next to remove) */
     int rear;           /* buf[rear] is the next free slot */
-    int count;          /* descriptors waiting */
     sem_t mutex;        /* 1: exclusive access to buf, front and rear */
     sem_t slots;        /* free slots */
     sem_t items;        /* descriptors waiting */
@@ -61,19 +61,19 @@ static void sbuf_insert(sbuf_t *sp, int fd)
     sp->buf[sp->rear] = fd;
     sp->rear = (sp->rear + 1) % SBUFSIZE;
     V(&sp->mutex);
-    sp->count++;                /* the bug: outside the lock */
     V(&sp->items);
 }
 
 /* sbuf_remove - take the oldest descriptor; when there is none, sleep until one comes */
 static int sbuf_remove(sbuf_t *sp)
 {
-    P(&sp->items);              /* rule: nothing busy-waits; and P(items) before P(mutex), or deadlock */
+    if (sp->front == sp->rear)  /* the bug: reads the indices outside the lock */
+        sched_yield();          /* looks empty: let the main thread run first */
+    P(&sp->items);
     P(&sp->mutex);
     int fd = sp->buf[sp->front]; /* rule: first in, first out */
     sp->front = (sp->front + 1) % SBUFSIZE;
     V(&sp->mutex);
-    sp->count--;                /* the bug: outside the lock */
     V(&sp->slots);
     return fd;
 }
