@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LABS = ("fork", "select", "thread", "ipc")
+LABS = ("fork", "select", "thread", "ipc", "pool")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ _POINTS = {
             "vs-reference": 5, "process-per-client": 5, "zombies": 5, "child-exit": 5, "listenfd-closed": 5,
             "accept-eintr": 5, "logger": 10, "log-complete": 10, "log-intact": 10, "channel-ends": 5,
             "shutdown": 5},
+    "pool": {"build": 5, "echo": 10, "eof": 5, "concurrency": 5, "fd-leak": 5, "robust-disconnect": 5,
+             "vs-reference": 5, "pool-fixed": 15, "bounded": 15, "fifo": 10, "idle-cpu": 10, "tsan": 10},
 }
 
 _SPECIFIC = {
@@ -74,6 +76,16 @@ _SPECIFIC = {
         ("counter", "the printed totals are not exactly the running sum of every byte received"),
         ("tsan", "ThreadSanitizer reports a data race under load"),
         ("unsafe-calls", "the program calls a thread-unsafe library function"),
+    ],
+    "pool": [
+        ("pool-fixed", "the thread count is ever other than WORKERS + 1, or the server makes a child"),
+        ("bounded", "with every worker busy the server holds more than WORKERS + 17 connections (those being "
+                    "served, 16 in the buffer, and the one the main thread accepted and waits to insert), or its "
+                    "memory grows with the number of waiting clients"),
+        ("fifo", "waiting connections are not served in the order they were accepted"),
+        ("idle-cpu", "the server uses more than 2% of a core with no client, or with every worker busy and the "
+                     "buffer full"),
+        ("tsan", "ThreadSanitizer reports a data race under load"),
     ],
 }
 # lab ipc is lab fork plus a logger: the fork lab's rows, then its own

@@ -130,12 +130,13 @@ def _pump(fd: int, sink: BoundedOutput) -> None:
 
 @dataclass
 class Server:
-    """One running `./server PORT` on a pty, its output drained continuously."""
+    """One running `./server PORT [ARGS...]` on a pty, its output drained continuously."""
 
     build: BuildResult
     sandbox: Sandbox
     port: int
     tsan: bool = False
+    args: tuple[str, ...] = ()  # after PORT (lab `pool`: WORKERS)
     env_extra: dict[str, str] = field(default_factory=dict)
     output: BoundedOutput = field(default_factory=BoundedOutput)
     child: pexpect.spawn | None = None
@@ -169,7 +170,7 @@ class Server:
         self.sandbox.watchdog.peak_memory = 0
         try:
             self.child = pexpect.spawn(
-                str(self.build.binary), [str(self.port)], cwd=str(work),
+                str(self.build.binary), [str(self.port), *self.args], cwd=str(work),
                 env=self.sandbox.env(work, self.env_extra), echo=False, encoding=None,
                 preexec_fn=self.sandbox.preexec(tsan=self.tsan, new_session=False),
                 dimensions=(24, 200))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -120,9 +120,9 @@ class GradingSession:
         return b
 
     # -- servers -------------------------------------------------------------------
-    def start(self, b: BuildResult | None = None, *, tsan: bool = False,
-              env: dict[str, str] | None = None, what: str = "the server") -> Server:
-        """A fresh server, ready (listening) or the end of the check with the reason."""
+    def start(self, b: BuildResult | None = None, *, tsan: bool = False, env: dict[str, str] | None = None,
+              args: Sequence[str] = (), what: str = "the server") -> Server:
+        """A fresh server (`./server PORT ARGS...`), ready (listening) or the end of the check with the reason."""
         if self.failed_seconds > GRADING_BUDGET:
             fail("did not start your server for this check",
                  f"the checks your server failed ({', '.join(self.failed_checks)}) had already taken "
@@ -133,14 +133,15 @@ class GradingSession:
                  hint="make the checks above pass (start with `echo`): a server that answers makes them quick")
         b = b or self.built()
         port = self.sandbox.allocate_port()
-        s = Server(b, b.sandbox or self.sandbox, port, tsan=tsan, env_extra=env or {})
+        s = Server(b, b.sandbox or self.sandbox, port, tsan=tsan, args=tuple(args), env_extra=env or {})
         self.servers.append(s)
         s.start()
         if not s.wait_ready():
             state = s.exit_description()
             verb = "is" if state.startswith("still") else "was" if state.startswith("killed") else "has"
             out = s.output.text(2000).strip() or "(nothing)"
-            fail(f"started `./server {port}` and waited for a socket listening on port {port}",
+            fail(f"started `{' '.join(['./server', str(port), *args])}` and waited for a socket listening on port "
+                 f"{port}",
                  f"no listening socket appeared ({what} {verb} {state}); its output was:\n{out}",
                  rule="the server listens on TCP port PORT on every local address within 3 s of start",
                  hint="check the port argument, bind/listen errors, and that main does not exit")

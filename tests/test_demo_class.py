@@ -9,10 +9,12 @@ from support import ROOT, lab_files
 SOURCES = {
     "alice/fork": "tests/servers/fork/alt-sig-ign", "alice/select": "tests/servers/select/alt-poll",
     "alice/thread": "tests/servers/thread/alt-pool", "alice/ipc": "tests/servers/ipc/alt-mqueue",
+    "alice/pool": "tests/servers/pool/alt-condvar",
     "bob/fork": "assignments/fork", "bob/select": "assignments/select", "bob/thread": "assignments/thread",
-    "bob/ipc": "assignments/ipc",
+    "bob/ipc": "assignments/ipc", "bob/pool": "assignments/pool",
     "carol/fork": "tests/servers/fork/no-reap", "carol/select": "tests/servers/select/blocking-write",
     "carol/thread": "tests/servers/thread/connfd-race", "carol/ipc": "tests/servers/ipc/torn-chunks",
+    "carol/pool": "tests/servers/pool/stack",
 }
 
 

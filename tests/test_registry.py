@@ -310,19 +310,19 @@ def test_a_lab_left_out_of_a_piece_is_reported(tmp_path: Path) -> None:
     readme_file = root / "README.md"
     lines = [line for line in readme_file.read_text().splitlines(keepends=True) if not line.startswith("| `thread` |")]
     readme_file.write_text("".join(lines) + "\nThe labs `fork` and `select` differ.\n")
-    (root / "grader" / "checks" / "test_pool.py").write_text('LAB = "pool"\n')
+    (root / "grader" / "checks" / "test_retired.py").write_text('LAB = "retired"\n')
     (root / "grader" / "labs_here.py").write_text('LABS = ("fork", "select")\n')
     found = problems(root, catalogue.LABS)
     for want in ("docker-compose.yml: lab thread: no service thread",
-                 "README.md: the table of labs lists " + ", ".join(x for x in catalogue.LABS if x != "thread") + ";",
-                 "README.md:", "grader/checks/test_pool.py: no lab of the catalogue",
+                 f"README.md: the table of labs lists {', '.join(lab for lab in catalogue.LABS if lab != 'thread')};",
+                 "README.md:", "grader/checks/test_retired.py: no lab of the catalogue",
                  "grader/labs_here.py:1: a literal list of labs ['fork', 'select']"):
         assert any(p.startswith(want) for p in found), (want, found)
-    assert any("a list of labs without thread" in p and p.endswith("The labs `fork` and `select` differ.")
+    assert any("a list of labs without thread" in p and p.endswith(": The labs `fork` and `select` differ.")
                for p in found), found
     # and the same copy, untouched in those places, is clean: the checker reads the root it is given
     shutil.copy2(ROOT / "docker-compose.yml", compose_file)
     shutil.copy2(ROOT / "README.md", readme_file)
-    (root / "grader" / "checks" / "test_pool.py").unlink()
+    (root / "grader" / "checks" / "test_retired.py").unlink()
     (root / "grader" / "labs_here.py").unlink()
     assert problems(root, catalogue.LABS) == []

@@ -1,10 +1,11 @@
 """Checks every lab shares: build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference."""
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
 from .. import probes
@@ -389,30 +390,34 @@ class SharedChecks(NamedTuple):
     test_vs_reference: Callable[..., None]
 
 
-def shared_checks(lab: str) -> SharedChecks:
+def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8) -> SharedChecks:
     """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
-    (points and visibility from the catalogue)."""
+    (points and visibility from the catalogue). Every server they start, the reference's too, is
+    `./server PORT ARGS...`; `concurrency` connects `concurrent` clients at once."""
+
+    def started(server: Start) -> Start:
+        return functools.partial(server, args=args) if args else server
 
     def test_build(grading: GradingSession) -> None:
         check_build(grading)
 
     def test_echo(server: Start) -> None:
-        check_echo(server)
+        check_echo(started(server))
 
     def test_eof(server: Start) -> None:
-        check_eof(server)
+        check_eof(started(server))
 
     def test_concurrency(server: Start) -> None:
-        check_concurrency(server)
+        check_concurrency(started(server), concurrent)
 
     def test_fd_leak(server: Start) -> None:
-        check_fd_leak(server)
+        check_fd_leak(started(server))
 
     def test_robust_disconnect(server: Start) -> None:
-        check_robust_disconnect(server)
+        check_robust_disconnect(started(server))
 
     def test_vs_reference(grading: GradingSession, server: Start) -> None:
-        check_vs_reference(grading, server)
+        check_vs_reference(grading, started(server))
 
     return SharedChecks(
         graded(lab, "build")(test_build), graded(lab, "echo")(test_echo), graded(lab, "eof")(test_eof),

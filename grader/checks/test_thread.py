@@ -5,16 +5,15 @@ import re
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 from .. import probes
 from ..clients import close_all, connect_many, echo_many, random_lines
 from ..errors import GradingEnvironmentError
-from ..harness import TSAN_FLAGS, Server
+from ..harness import Server
 from ..output import MiB
 from ..session import GradingSession
 from ..verdict import fail
-from . import common, graded
+from . import common, graded, tsan
 from .blocked import Watch
 from .common import PATIENCE, Start, served, state, wait_until
 
@@ -195,80 +194,18 @@ def test_counter(server: Start) -> None:
 
 @graded(LAB, "tsan")
 def test_tsan(grading: GradingSession, server: Start) -> None:
-    b = grading.tsan_build()
-    if not b.ok:
-        _tsan_toolchain_works(grading)
-        fail(f"rebuilt your lab with `make {' '.join(f'{k}={v!r}' for k, v in TSAN_FLAGS.items())}`",
-             f"{b.problem}:\n{b.output.strip()}", rule="the Makefile uses $(CC), $(CFLAGS), $(LDFLAGS), $(LDLIBS)",
-             hint="build with `$(CC) $(CFLAGS) $(LDFLAGS) -o server ... $(LDLIBS)`")
-    if not _links_tsan(b.binary):
-        fail(f"rebuilt your lab with `make {' '.join(f'{k}={v!r}' for k, v in TSAN_FLAGS.items())}`",
-             "the resulting server is not instrumented by ThreadSanitizer: your Makefile ignored CFLAGS or LDFLAGS",
-             rule="the Makefile uses $(CC), $(CFLAGS), $(LDFLAGS), $(LDLIBS) so the grader can rebuild it",
-             hint="build with `$(CC) $(CFLAGS) $(LDFLAGS) -o server ... $(LDLIBS)`")
-    logs = b.directory / "tsan-report"
-    env = {"TSAN_OPTIONS": f"log_path={logs} halt_on_error=0 report_signal_unsafe=0 history_size=4"}
-    try:
-        s = server(b, tsan=True, env=env, what="the ThreadSanitizer build")
-    except Exception:
-        _tsan_runtime_failed(b.directory, None)
-        raise
-    _tsan_runtime_failed(b.directory, s)
-    clients = served(s, 8, what="under ThreadSanitizer")
-    close_all(clients)
-    bursts = 0
-    while bursts < 2 and not _reports(b.directory):  # a race reported already decides: no more load
-        cs = connect_many(s.port, 12)  # load, not judged: a server that stops answering is not waited for
-        echo_many(cs, [b"".join(random_lines(20, 1, 120)) for _ in cs], 10.0, stall=PATIENCE, judge=Watch(s))
-        close_all(cs)
-        bursts += 1
-    time.sleep(0.3)
-    races = _reports(b.directory)
-    if races:
-        first = races[0]
-        fail("rebuilt your server with -fsanitize=thread and ran 8 clients"
-             + (f", then {bursts} burst{'s' if bursts > 1 else ''} of 12 clients x 20 lines" if bursts else ""),
-             f"ThreadSanitizer reported {len(races)} data race(s); the first:\n{first}",
-             rule="built with -fsanitize=thread and put under load, the server produces no ThreadSanitizer report",
-             hint="every access to shared data (the byte counter, shared buffers) must hold the same lock; "
-                  "reproduce with `make clean && make CFLAGS='-g -O1 -fsanitize=thread' LDFLAGS=-fsanitize=thread`")
+    def load(s: Server) -> None:
+        close_all(served(s, 8, what="under ThreadSanitizer"))
+        for _ in range(2):
+            cs = connect_many(s.port, 12)
+            # load, not judged: a server that stops answering is not waited for
+            echo_many(cs, [b"".join(random_lines(20, 1, 120)) for _ in cs], 10.0, stall=PATIENCE, judge=Watch(s))
+            close_all(cs)
 
-
-def _links_tsan(binary: Path) -> bool:
-    try:
-        out = subprocess.run(["readelf", "-d", "-s", "--wide", str(binary)], capture_output=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise GradingEnvironmentError(f"cannot run readelf: {e}") from e
-    return b"libtsan" in out or b"__tsan_init" in out
-
-
-def _tsan_toolchain_works(grading: GradingSession) -> None:
-    d = grading.sandbox.workdir("tsan-probe")
-    (d / "t.c").write_text("int main(void) { return 0; }\n")
-    r = subprocess.run(["gcc", "-fsanitize=thread", "-o", str(d / "t"), str(d / "t.c")], capture_output=True)
-    if r.returncode != 0:
-        raise GradingEnvironmentError("this machine cannot build with -fsanitize=thread: "
-                                      + r.stderr.decode(errors="replace")[-500:])
-
-
-def _tsan_runtime_failed(directory: Path, s: Server | None) -> None:
-    """A TSan runtime that cannot start is the machine's problem, never the student's race."""
-    text = (s.output.text(4000) if s else "") + "".join(
-        p.read_text(errors="replace") for p in directory.glob("tsan-report*"))
-    if "FATAL: ThreadSanitizer" in text or "unexpected memory mapping" in text:
-        raise GradingEnvironmentError("the ThreadSanitizer runtime cannot start on this machine "
-                                      f"(address-space layout): {text.strip()[:300]}")
-
-
-def _reports(directory: Path) -> list[str]:
-    out = []
-    for p in sorted(directory.glob("tsan-report*")):
-        text = p.read_text(errors="replace")
-        for block in text.split("==================")[1:]:
-            if "WARNING: ThreadSanitizer: data race" in block:
-                lines = [ln for ln in block.strip().splitlines() if ln.strip()][:14]
-                out.append("\n".join(lines))
-    return out
+    tsan.check_tsan(grading, server, load,
+                    did="rebuilt your server with -fsanitize=thread and ran 8 clients, then 2 bursts of 12 "
+                        "clients x 20 lines",
+                    hint="every access to shared data (the byte counter, shared buffers) must hold the same lock")
 
 
 @graded(LAB, "unsafe-calls")

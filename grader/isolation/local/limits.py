@@ -29,7 +29,7 @@ class Limits:
     nofile: int = 1024           # LABS.md: at most 1024 open descriptors
     # processes and threads of our own uid (without root: on top of what the user runs). A
     # container's pids limit (512) also counts the grader: half of it stays the grader's.
-    # The thread lab's legal designs need ~60 (a thread per client, a 32-worker pool).
+    # Legal designs need at most about 65 (a thread per client, or 64 workers and the main thread).
     nproc: int = 256
     address_space: int = 4 << 30  # virtual memory per process; not set for ThreadSanitizer builds
     cpu_seconds: int = 300       # CPU time per process
