@@ -262,8 +262,8 @@ def check_log_complete(start: Start) -> None:
                 # the binary line is named only when it alone is missing: a string function stopped at a NUL
                 binary = [m[2] for m in missing] == [BINARY]
                 i, k, line = missing[0] if binary else next(m for m in missing if m[2] != BINARY)
-                seen = f"client {i + 1}'s line of the {len(BINARY) - 1} byte values but '\\n'" if binary else \
-                    f"client {i + 1}'s line {k + 1} ({len(line)} bytes, {show(line, 40)})"
+                seen = f"client {i + 1}'s line of the {len(BINARY) - 1} byte values but '\\n'," if binary else \
+                    f"client {i + 1}'s line {k + 1}, {show(line, 40)},"
                 fail(did, f"round {rnd + 1}: {seen} is not in {LOG} {waited:.1f} s after its echo"
                      + (f"; {len(missing)} of the {len(new)} lines of this round are missing" if len(missing) > 1
                         else "") + f"; {LOG} holds {len(log)} bytes; {state(s)}",
@@ -371,7 +371,7 @@ def check_logger(start: Start) -> None:
              f"{len(made)} child processes" + (f": pids {', '.join(map(str, made))}" if made else ""),
              rule=LOGGER_RULE, hint="fork the logger once, in main, before the accept loop (not per client)")
     logger = made[0]
-    clients = served(s, 3, what="to see which processes open echo.log")
+    clients, lines = served_lines(s, 3, what="to see which processes open echo.log")
     try:
         opened = []
         for pid in _tree(s.pid):
@@ -387,6 +387,7 @@ def check_logger(start: Start) -> None:
                  rule=LOGGER_RULE,
                  hint="children send their lines to the logger; only the logger opens echo.log (after fork, "
                  "in the logger's branch)")
+        _offsets(s, logger, lines)
     finally:
         close_all(clients)
     for _ in range(2):
@@ -398,6 +399,44 @@ def check_logger(start: Start) -> None:
              f"the logger (pid {logger}) has ended ({'a zombie' if p else 'gone'}); {state(s)}", rule=LOGGER_RULE,
              hint="the logger loops until end-of-file on its channel (pipe) or a stop message (queue); "
              "it must not end with a client")
+
+
+def _offsets(s: Server, logger: int, lines: list[bytes]) -> None:
+    """Once the lines are in the log: the logger's echo.log descriptor must stand at the file's end. Only
+    the logger writes it, so each of its writes leaves the offset at the end (O_APPEND, or a fresh file);
+    bytes past it were written by another process, which may have held the file for an instant only. A
+    logger that holds no echo.log (it opens it per record) or whose fdinfo cannot be read is not judged."""
+    _wait_logged(s, lines, LOG_PATIENCE)
+    fds = [fd for fd, target in common.fd_targets(logger).items()
+           if target.removesuffix(" (deleted)") == str(log_path(s))]
+
+    def offset() -> int | None:
+        pos = None
+        for fd in fds:
+            with contextlib.suppress(OSError, ValueError):
+                for row in Path(f"/proc/{logger}/fdinfo/{fd}").read_text().splitlines():
+                    if row.startswith("pos:"):
+                        pos = max(pos or 0, int(row[4:]))
+        return pos
+
+    def size() -> int:
+        try:
+            return log_path(s).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    if not fds or offset() is None:
+        return
+    if wait_until(lambda: (offset() or 0) >= size(), LOG_PATIENCE, step=0.05):
+        return
+    pos, total = offset() or 0, size()
+    fail(f"connected 3 clients, each echoed a line; once their lines were in {LOG} (or after {LOG_PATIENCE:.0f} s), "
+         f"compared the file's size with the offset of the logger's {LOG} descriptor (/proc/{logger}/fdinfo/"
+         f"{fds[0]}, pos) for {LOG_PATIENCE:.0f} s", f"{LOG} holds {total} bytes, but the logger (pid {logger}) "
+         f"has written up to offset {pos} only: {total - pos} bytes were appended by another process "
+         f"(one that opened {LOG} and closed it again: it held it only while writing)", rule=LOGGER_RULE,
+         hint="children send their lines to the logger; only the logger opens echo.log (after fork, in the "
+         "logger's branch)")
 
 
 ENDS_RULE = ("each process holds only the channel ends it uses: the logger no write end of a pipe; the parent and the "
