@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from .. import probes
-from ..clients import close_all, connect_many, echo_many, random_line, random_lines
+from ..clients import Client, close_all, compare, connect_many, echo_many, random_line, random_lines, show
 from ..errors import GradingEnvironmentError, ProbeError
 from ..harness import Server
 from ..isolation.local import message_queues_in
 from ..session import GradingSession
 from ..verdict import fail
 from . import common, graded, processes
+from .blocked import Watch
 from .common import ECHO_RULE, PATIENCE, Start, served, state, wait_until
 
 LAB = "ipc"
@@ -144,6 +145,25 @@ def _wait_logged(s: Server, lines: list[bytes], timeout: float) -> None:
     wait_until(lambda: min(counts(read_log(s), lines)[0]) > 0, timeout, step=0.05)
 
 
+def served_lines(s: Server, n: int, *, what: str) -> tuple[list[Client], list[bytes]]:
+    """common.served, with the lines it echoed (each is logged: a piece of the log they are not)."""
+    clients = connect_many(s.port, n)
+    lines = random_lines(n)
+    got = echo_many(clients, lines, PATIENCE, judge=Watch(s))
+    if got != lines:
+        close_all(clients)
+        i = next(i for i in range(n) if got[i] != lines[i])
+        fail(f"connected {n} clients at once ({what}); each sent one line, and the grader waited up to "
+             f"{PATIENCE:.0f} s for the {n} echoes at once",
+             f"{sum(g != x for g, x in zip(got, lines, strict=True))} of {n} got no correct echo; client {i + 1}: "
+             f"{compare(lines[i], got[i])}{'; ' + clients[i].error if clients[i].error else ''}; {state(s)}",
+             rule="every client is served while the others stay connected",
+             hint="this check needs a server that serves; make `echo` and `concurrency` pass first"
+             if s.alive() else "the server died before this check could do its work: its exit status and last "
+             "output are above; run it by hand and repeat what the grader did")
+    return clients, lines
+
+
 def no_log(s: Server, did: str, rule: str) -> None:
     """Fails the check when the server's working directory has no echo.log."""
     if log_path(s).exists():
@@ -157,10 +177,16 @@ def no_log(s: Server, did: str, rule: str) -> None:
          "was started in, before its first line; print the reason when open fails (perror)")
 
 
-def show_records(log: bytes, sent: list[bytes], limit: int = 3) -> str:
-    """A few records of the log that are no sent line: torn pieces, shown short."""
+def pieces(log: bytes, sent: list[bytes]) -> list[bytes]:
+    """The records of the log that are no sent line (whole, or with a prefix): torn pieces. The last
+    record, when the log does not end with '\\n', is left out: a write still under way (a stdio buffer
+    flushed in the middle of a line) is a line not yet logged, not a torn one."""
     keys = {line[:-1] for line in sent}
-    odd = [r for r in log.split(b"\n") if r and not any(r.endswith(k) for k in keys)]
+    return [r for r in log.split(b"\n")[:-1] if r and not any(r.endswith(k) for k in keys)]
+
+
+def show_records(odd: list[bytes], limit: int = 3) -> str:
+    """A few torn pieces, shown short."""
     if not odd:
         return ""
     shown = "; ".join(f"{len(r)} bytes {r[:24]!r}...{r[-12:]!r}" for r in odd[:limit])
@@ -169,54 +195,101 @@ def show_records(log: bytes, sent: list[bytes], limit: int = 3) -> str:
 
 COMPLETE_RULE = ("every complete line a client sends is appended by the logger to echo.log, exactly once, within 1 s "
                  "of its echo; one client's lines keep their order")
+BINARY = bytes(b for b in range(256) if b != ord("\n")) + b"\n"  # every byte value, as `echo` sends
+BURST = 16  # round 5: lines of 2000 to 4096 bytes each of clients 1-3 sends in one burst
+
+
+def _round(rnd: int) -> list[list[bytes]]:
+    """What each of the 4 clients sends in a round, as lines (with their '\\n')."""
+    if rnd < 3:  # a line per client at once
+        return [[line] for line in random_lines(4, 20, 100)]
+    if rnd == 3:  # client 1: 5 lines in one segment
+        return [random_lines(5, 20, 60), [], [], []]
+    # clients 1-3: bursts that fill a channel (a 64 KiB pipe, a queue of 10 messages); client 4: byte by byte
+    return [random_lines(BURST, 2000, 4096) for _ in range(3)] + [random_lines(3, 20, 40)]
+
+
+def _send_round(clients: list[Client], lines: list[list[bytes]], bytewise: bool) -> list[bytes]:
+    """Send each client's lines at once (client 4's byte by byte when `bytewise`); what came back."""
+    payloads = [b"".join(ls) for ls in lines]
+    slow: list[bytes] = [b""]
+
+    def one_by_one() -> None:
+        c = clients[3]
+        for line in lines[3]:
+            c.send_bytewise(line, gap=0.001)
+        slow[0] = c.recv_exactly(len(payloads[3]), PATIENCE)
+
+    if not bytewise:
+        return echo_many(clients, payloads, PATIENCE)
+    t = threading.Thread(target=one_by_one)  # its own socket: echo_many never touches client 4
+    t.start()
+    got = echo_many(clients[:3], payloads[:3], PATIENCE * 2)
+    t.join()
+    return [*got, slow[0]]
 
 
 def check_log_complete(start: Start) -> None:
     s = start()
-    clients = served(s, 4, what="their lines should reach echo.log")
+    clients, greeted = served_lines(s, 4, what="their lines should reach echo.log")
     sent: list[list[bytes]] = [[] for _ in clients]
+    rounds = ("a line each", "a line each", "a line each", "client 1 five lines in one segment",
+              f"clients 1-3 {BURST} lines of 2000 to 4096 bytes each in one burst, client 4 three lines byte by byte")
     try:
-        for rnd in range(4):
-            # three rounds of a line per client at once, then one client sends 5 lines in one segment
-            payloads = random_lines(4, 20, 100) if rnd < 3 else [b"".join(random_lines(5, 20, 60)), b"", b"", b""]
-            got = echo_many(clients, payloads, PATIENCE)
+        for rnd, what in enumerate(rounds):
+            lines = _round(rnd)
+            if rnd == 0:
+                lines[0] = [BINARY]  # a line holding NUL and bytes >= 0x80: no string function may log it
+            before = len(read_log(s))
+            got = _send_round(clients, lines, bytewise=rnd == 4)
             echoed = time.monotonic()
-            if got != payloads:
-                bad = next(i for i in range(4) if got[i] != payloads[i])
-                fail(f"connected 4 clients, each sent lines (round {rnd + 1})",
-                     f"client {bad + 1} did not get its echo back; {state(s)}", rule=ECHO_RULE)
-            new = []
-            for i, p in enumerate(payloads):
-                mine = [line + b"\n" for line in p.split(b"\n")[:-1]]
-                sent[i] += mine
-                new += mine
-            did = (f"connected 4 clients; in {rnd + 1} rounds each sent lines and got their echo; then read "
-                   f"{LOG} for {LOG_PATIENCE:.0f} s")
-            _wait_logged(s, new, LOG_PATIENCE - (time.monotonic() - echoed))
+            bad = [i for i in range(4) if got[i] != b"".join(lines[i])]
+            if bad:
+                fail(f"connected 4 clients; round {rnd + 1}: {what}",
+                     f"client {bad[0] + 1} did not get its echo back; {state(s)}", rule=ECHO_RULE)
+            new = [(i, k, line) for i, ls in enumerate(lines) for k, line in enumerate(ls)]
+            did = (f"connected 4 clients; in {rnd + 1} rounds ({'; '.join(rounds[:rnd + 1])}) each got its echo; "
+                   f"after each round read {LOG} until all its lines were there, for at most {LOG_PATIENCE:.0f} s")
+            _wait_logged(s, [line for _, _, line in new], LOG_PATIENCE - (time.monotonic() - echoed))
+            waited = time.monotonic() - echoed
             no_log(s, did, COMPLETE_RULE)
-            n, _ = counts(read_log(s), new)
-            missing = [line for line, k in zip(new, n, strict=True) if k == 0]
+            log = read_log(s)
+            n, _ = counts(log, [line for _, _, line in new])
+            missing = [(i, k, line) for (i, k, line), c in zip(new, n, strict=True) if c == 0]
+            if missing and rnd == 4 and pieces(log[before:], greeted + [line for _, _, line in new]):
+                continue  # torn lines, not lost ones: `log-intact`'s to judge; these lines leave the order aside
             if missing:
-                fail(did, f"{len(missing)} of the {len(new)} lines of this round are not in {LOG} "
-                     f"{LOG_PATIENCE:.0f} s after their echo, such as {missing[0][:40]!r}; {state(s)}",
+                # the binary line is named only when it alone is missing: a string function stopped at a NUL
+                binary = [m[2] for m in missing] == [BINARY]
+                i, k, line = missing[0] if binary else next(m for m in missing if m[2] != BINARY)
+                seen = f"client {i + 1}'s line of the {len(BINARY) - 1} byte values but '\\n'," if binary else \
+                    f"client {i + 1}'s line {k + 1}, {show(line, 40)},"
+                fail(did, f"round {rnd + 1}: {seen} is not in {LOG} {waited:.1f} s after its echo"
+                     + (f"; {len(missing)} of the {len(new)} lines of this round are missing" if len(missing) > 1
+                        else "") + f"; {LOG} holds {len(log)} bytes; {state(s)}",
                      rule=COMPLETE_RULE,
-                     hint="each child sends every line it echoes to the logger, which writes it at once (or "
-                     "flushes within the second): a line waiting in a stdio buffer is not in the file")
+                     hint=("a line is bytes, NUL and bytes >= 0x80 included: send and write it with its length "
+                           "(write, fwrite), not with strlen, fputs or %s" if binary else
+                           "each child sends every line it echoes to the logger, which writes it at once (or "
+                           "flushes within the second): a line waiting in a stdio buffer is not in the file; "
+                           "a child that drops a line on a full channel (O_NONBLOCK, EAGAIN) loses it"))
+            for i, ls in enumerate(lines):
+                sent[i] += ls
     finally:
         close_all(clients)
     time.sleep(0.2)  # a late second copy has landed
     log = read_log(s)
-    everything = [line for lines in sent for line in lines]
+    everything = [line for mine in sent for line in mine]
     n, first = counts(log, everything)
     twice = [(line, k) for line, k in zip(everything, n, strict=True) if k > 1]
-    did = "connected 4 clients; in 4 rounds each sent lines and got their echo; then read echo.log"
+    did = "connected 4 clients; in 5 rounds each sent lines and got their echo; then read echo.log"
     if twice:
         fail(did, f"{len(twice)} of the {len(everything)} lines are in {LOG} more than once, such as "
-             f"{twice[0][0][:40]!r} ({twice[0][1]} times)", rule=COMPLETE_RULE,
+             f"{show(twice[0][0], 40)} ({twice[0][1]} times)", rule=COMPLETE_RULE,
              hint="send each line once and write what the logger read once: a buffer written again without "
              "being emptied (an offset not reset) repeats old lines")
-    for i, lines in enumerate(sent):
-        at = [first[everything.index(line)] for line in lines]
+    for i, mine in enumerate(sent):
+        at = [first[everything.index(line)] for line in mine]
         if at != sorted(at):
             fail(did, f"client {i + 1}'s lines are not in {LOG} in the order it sent them", rule=COMPLETE_RULE,
                  hint="a child sends its client's lines in the order it reads them, each in one message")
@@ -231,7 +304,7 @@ INTACT_HINT = ("a child must send the logger whole lines, each in one write (pip
 def check_log_intact(start: Start) -> None:
     s = start()
     # 1. 8 clients at once, each sending 3 lines byte by byte
-    clients = served(s, 8, what="they then send lines byte by byte, all at the same time")
+    clients, greeted = served_lines(s, 8, what="they then send lines byte by byte, all at the same time")
     lines = [random_lines(3, 20, 40) for _ in clients]
     echoed: list[bytes] = [b""] * len(clients)
 
@@ -252,7 +325,8 @@ def check_log_intact(start: Start) -> None:
         if echoed[i] != b"".join(ls):
             fail("8 clients sent 3 lines each, byte by byte, all at the same time",
                  f"client {i + 1} did not get its lines back; {state(s)}", rule=ECHO_RULE)
-    _intact(s, sent, "8 clients sent 3 lines each, byte by byte, all at the same time; then read echo.log")
+    known = greeted + sent
+    _intact(s, sent, known, "8 clients sent 3 lines each, byte by byte, all at the same time; then read echo.log")
     # 2. bursts: 16 clients at once, each 4 lines of up to 4096 bytes (one of exactly 4096) in one go
     clients = connect_many(s.port, 16)
     bursts = [[random_line(4096), *random_lines(3, 2000, 4096)] for _ in clients]
@@ -263,20 +337,25 @@ def check_log_intact(start: Start) -> None:
     if bad:
         fail("16 clients at once each sent 4 lines of 2000 to 4096 bytes in one burst",
              f"{len(bad)} clients did not get their lines back; {state(s)}", rule=ECHO_RULE)
-    _intact(s, [line for b in bursts for line in b],
+    sent = [line for b in bursts for line in b]
+    _intact(s, sent, known + sent,
             "16 clients at once each sent 4 lines of 2000 to 4096 bytes (one of exactly 4096 with its '\\n') in "
             "one burst; then read echo.log")
 
 
-def _intact(s: Server, sent: list[bytes], did: str) -> None:
+def _intact(s: Server, sent: list[bytes], known: list[bytes], did: str) -> None:
+    """Fails when lines of `sent` are missing and the log has pieces: records that are no line of `known`
+    (every line the check sent, `sent` and those before it)."""
     _wait_logged(s, sent, LOG_PATIENCE)
     no_log(s, did, INTACT_RULE)
     log = read_log(s)
     n, _ = counts(log, sent)
-    torn = [line for line, k in zip(sent, n, strict=True) if k == 0]
-    if torn:
-        fail(did, f"{len(torn)} of the {len(sent)} lines are not in {LOG} as one unbroken record"
-             f"{show_records(log, sent)}", rule=INTACT_RULE, hint=INTACT_HINT)
+    missing = [line for line, k in zip(sent, n, strict=True) if k == 0]
+    odd = pieces(log, known)
+    # a line missing with no piece of it in the log was lost or not yet written, not torn: `log-complete`'s
+    if missing and odd:
+        fail(did, f"{len(missing)} of the {len(sent)} lines are not in {LOG} as one unbroken record "
+             f"{LOG_PATIENCE:.0f} s after their echo{show_records(odd)}", rule=INTACT_RULE, hint=INTACT_HINT)
 
 
 LOGGER_RULE = ("before it accepts anything, the server makes exactly one logger process, which lives as long as the "
@@ -292,7 +371,7 @@ def check_logger(start: Start) -> None:
              f"{len(made)} child processes" + (f": pids {', '.join(map(str, made))}" if made else ""),
              rule=LOGGER_RULE, hint="fork the logger once, in main, before the accept loop (not per client)")
     logger = made[0]
-    clients = served(s, 3, what="to see which processes open echo.log")
+    clients, lines = served_lines(s, 3, what="to see which processes open echo.log")
     try:
         opened = []
         for pid in _tree(s.pid):
@@ -308,6 +387,7 @@ def check_logger(start: Start) -> None:
                  rule=LOGGER_RULE,
                  hint="children send their lines to the logger; only the logger opens echo.log (after fork, "
                  "in the logger's branch)")
+        _offsets(s, logger, lines)
     finally:
         close_all(clients)
     for _ in range(2):
@@ -319,6 +399,44 @@ def check_logger(start: Start) -> None:
              f"the logger (pid {logger}) has ended ({'a zombie' if p else 'gone'}); {state(s)}", rule=LOGGER_RULE,
              hint="the logger loops until end-of-file on its channel (pipe) or a stop message (queue); "
              "it must not end with a client")
+
+
+def _offsets(s: Server, logger: int, lines: list[bytes]) -> None:
+    """Once the lines are in the log: the logger's echo.log descriptor must stand at the file's end. Only
+    the logger writes it, so each of its writes leaves the offset at the end (O_APPEND, or a fresh file);
+    bytes past it were written by another process, which may have held the file for an instant only. A
+    logger that holds no echo.log (it opens it per record) or whose fdinfo cannot be read is not judged."""
+    _wait_logged(s, lines, LOG_PATIENCE)
+    fds = [fd for fd, target in common.fd_targets(logger).items()
+           if target.removesuffix(" (deleted)") == str(log_path(s))]
+
+    def offset() -> int | None:
+        pos = None
+        for fd in fds:
+            with contextlib.suppress(OSError, ValueError):
+                for row in Path(f"/proc/{logger}/fdinfo/{fd}").read_text().splitlines():
+                    if row.startswith("pos:"):
+                        pos = max(pos or 0, int(row[4:]))
+        return pos
+
+    def size() -> int:
+        try:
+            return log_path(s).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    if not fds or offset() is None:
+        return
+    if wait_until(lambda: (offset() or 0) >= size(), LOG_PATIENCE, step=0.05):
+        return
+    pos, total = offset() or 0, size()
+    fail(f"connected 3 clients, each echoed a line; once their lines were in {LOG} (or after {LOG_PATIENCE:.0f} s), "
+         f"compared the file's size with the offset of the logger's {LOG} descriptor (/proc/{logger}/fdinfo/"
+         f"{fds[0]}, pos) for {LOG_PATIENCE:.0f} s", f"{LOG} holds {total} bytes, but the logger (pid {logger}) "
+         f"has written up to offset {pos} only: {total - pos} bytes were appended by another process "
+         f"(one that opened {LOG} and closed it again: it held it only while writing)", rule=LOGGER_RULE,
+         hint="children send their lines to the logger; only the logger opens echo.log (after fork, in the "
+         "logger's branch)")
 
 
 ENDS_RULE = ("each process holds only the channel ends it uses: the logger no write end of a pipe; the parent and the "
