@@ -203,6 +203,7 @@ def test_no_build_products_and_no_hidden_checks(tmp_path: Path) -> None:
     assert r.returncode == 2
 
 
+@pytest.mark.slow  # builds the grader's wheel with pip (6-7 s): not for the edit-test loop
 def test_bundle_public_grader_builds_a_wheel_without_hidden_material(bundle: Path, tmp_path: Path) -> None:
     wheel = build_wheel(bundle / "images" / "labgrade", tmp_path)
     with zipfile.ZipFile(wheel) as z:
@@ -442,6 +443,7 @@ def fork_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # builds the grader's wheel with pip (6-7 s): not for the edit-test loop
 def test_gradescope_zip_contents(fork_zip: Path) -> None:
     with zipfile.ZipFile(fork_zip) as z:
         infos = {i.filename: i for i in z.infolist()}
@@ -463,6 +465,7 @@ def test_gradescope_zip_contents(fork_zip: Path) -> None:
     assert r.returncode == 0
 
 
+@pytest.mark.slow  # builds the grader's wheel with pip (6-7 s): not for the edit-test loop
 def test_gradescope_zip_carries_extra_checks(tmp_path: Path) -> None:
     extra = tmp_path / "hidden"
     extra.mkdir()
