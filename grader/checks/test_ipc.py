@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,33 +17,36 @@ from typing import Any
 import pytest
 
 from .. import probes
-from ..clients import Client, close_all, compare, connect_many, echo_many, random_line, random_lines, show
-from ..errors import GradingEnvironmentError, ProbeError
+from ..clients import close_all, echo_many, random_lines
+from ..errors import GradingEnvironmentError
 from ..harness import Server
-from ..isolation.local import message_queues_in
 from ..session import GradingSession
 from ..verdict import fail
 from . import common, graded, processes
-from .blocked import Watch
 from .common import ECHO_RULE, PATIENCE, Start, served, state, wait_until
+from .ipc_log import (
+    END_PATIENCE,
+    LOG,
+    LOG_PATIENCE,
+    LOGGER_WAIT,
+    LOGGERS,
+    client_children,
+    counts,
+    ipc_namespace,
+    log_path,
+    loggers,
+    no_log,
+    process_tree,
+    queues_left,
+    queues_of,
+    read_log,
+    served_lines,
+    unlink_queue,
+    wait_logged,
+)
+from .ipc_records import check_log_complete, check_log_intact
 
 LAB = "ipc"
-LOG = "echo.log"
-LOGGER_WAIT = 0.5   # after it listens, how long a server may take to make its logger
-LOG_PATIENCE = 2.0  # LABS.md: a line is in the log 1 s after its echo; we wait longer (a loaded machine)
-END_PATIENCE = 3.0  # LABS.md: every process has ended 2 s after SIGTERM; likewise
-
-# server pid -> the children it had before its first client: its logger (one, if all is well)
-_loggers: dict[int, frozenset[int]] = {}
-
-
-def loggers(pid: int) -> frozenset[int]:
-    return _loggers.get(pid, frozenset())
-
-
-def client_children(pid: int) -> list[probes.Proc]:
-    """The server's live children but its logger: those that serve clients."""
-    return [p for p in processes.live_children(pid) if p.pid not in loggers(pid)]
 
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
@@ -68,294 +70,22 @@ def server(server: Start, grading: GradingSession) -> Iterator[Start]:
         # LABS.md: the logger is made before anything is accepted; it may come just after listen
         wait_until(lambda: bool(processes.live_children(s.pid)), LOGGER_WAIT)
         time.sleep(0.05)  # a second logger made right after the first is counted too
-        _loggers[s.pid] = frozenset(p.pid for p in processes.live_children(s.pid))
+        LOGGERS[s.pid] = frozenset(p.pid for p in processes.live_children(s.pid))
         return s
 
     yield start
-    queues = {q for s in started if not s.sandbox.private_ipc for q in _queues_of(_tree(s.pid))}
+    queues = {q for s in started if not s.sandbox.private_ipc for q in queues_of(process_tree(s.pid))}
     left = grading.stop_servers()
     for q in queues:  # in a namespace of its own (root), a queue goes with its last process
-        _unlink_queue(q)
+        unlink_queue(q)
     for s in started:
-        _loggers.pop(s.pid, None)
+        LOGGERS.pop(s.pid, None)
     if left:
         raise GradingEnvironmentError("processes of the server survived SIGKILL: "
                                       + ", ".join(p.describe() for p in left))
 
 
-def _tree(pid: int) -> list[int]:
-    return [p.pid for p in [probes.proc(pid), *probes.descendants(pid)] if p is not None and not p.zombie]
-
-
-def _queues_of(pids: list[int]) -> set[str]:
-    """The message queues the processes hold open (their /proc/PID/fd)."""
-    out = set()
-    for pid in pids:
-        mounts = probes.mount_ids(pid)
-        with contextlib.suppress(ProbeError):
-            for e in probes.fd_entries(pid).values():
-                name = probes.message_queue(e, mounts)
-                if name:
-                    out.add(name)
-    return out
-
-
-def _unlink_queue(name: str) -> None:
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).mq_unlink(name.encode())
-
-
 # ----------------------------------------------------------------------------- the log
-
-def log_path(s: Server) -> Path:
-    return s.build.directory / LOG
-
-
-def read_log(s: Server) -> bytes:
-    try:
-        return log_path(s).read_bytes()
-    except FileNotFoundError:
-        return b""
-    except OSError as e:
-        raise GradingEnvironmentError(f"cannot read {log_path(s)}: {e}") from e
-
-
-def counts(log: bytes, lines: list[bytes]) -> tuple[list[int], list[int]]:
-    """For each sent line (with its '\\n'): how many records of the log hold it whole, and the index
-    of the first (-1: none). A record is a line of the log; it holds a line when it is that line,
-    or ends with it (something may stand before each line: a time, a pid; nothing after)."""
-    records = log.split(b"\n")
-    exact: dict[bytes, list[int]] = {}
-    for i, r in enumerate(records):
-        exact.setdefault(r, []).append(i)
-    n, first = [], []
-    for line in lines:
-        key = line[:-1]
-        at = exact.get(key, [])
-        if len(at) < sum(1 for r in records if r.endswith(key)):  # prefixed records too
-            at = [i for i, r in enumerate(records) if r.endswith(key)]
-        n.append(len(at))
-        first.append(at[0] if at else -1)
-    return n, first
-
-
-def _wait_logged(s: Server, lines: list[bytes], timeout: float) -> None:
-    """Wait until every line is in the log (at most `timeout` seconds)."""
-    wait_until(lambda: min(counts(read_log(s), lines)[0]) > 0, timeout, step=0.05)
-
-
-def served_lines(s: Server, n: int, *, what: str) -> tuple[list[Client], list[bytes]]:
-    """common.served, with the lines it echoed (each is logged: a piece of the log they are not)."""
-    clients = connect_many(s.port, n)
-    lines = random_lines(n)
-    got = echo_many(clients, lines, PATIENCE, judge=Watch(s))
-    if got != lines:
-        close_all(clients)
-        i = next(i for i in range(n) if got[i] != lines[i])
-        fail(f"connected {n} clients at once ({what}); each sent one line, and the grader waited up to "
-             f"{PATIENCE:.0f} s for the {n} echoes at once",
-             f"{sum(g != x for g, x in zip(got, lines, strict=True))} of {n} got no correct echo; client {i + 1}: "
-             f"{compare(lines[i], got[i])}{'; ' + clients[i].error if clients[i].error else ''}; {state(s)}",
-             rule="every client is served while the others stay connected",
-             hint="this check needs a server that serves; make `echo` and `concurrency` pass first"
-             if s.alive() else "the server died before this check could do its work: its exit status and last "
-             "output are above; run it by hand and repeat what the grader did")
-    return clients, lines
-
-
-def no_log(s: Server, did: str, rule: str) -> None:
-    """Fails the check when the server's working directory has no echo.log."""
-    if log_path(s).exists():
-        return
-    d = s.build.directory
-    if not os.access(d, os.W_OK) and os.geteuid() != 0:
-        raise GradingEnvironmentError(f"the server's working directory {d} is not writable")
-    fail(did, f"no file {LOG} appeared in the server's working directory ({d}); {state(s)}; its output:\n"
-         f"{s.output.text(600).strip() or '(nothing)'}", rule=rule,
-         hint="the logger opens echo.log (open with O_WRONLY | O_CREAT | O_APPEND) in the directory the server "
-         "was started in, before its first line; print the reason when open fails (perror)")
-
-
-def pieces(log: bytes, sent: list[bytes]) -> list[bytes]:
-    """The records of the log that are no sent line (whole, or with a prefix): torn pieces. The last
-    record, when the log does not end with '\\n', is left out: a write still under way (a stdio buffer
-    flushed in the middle of a line) is a line not yet logged, not a torn one."""
-    keys = {line[:-1] for line in sent}
-    return [r for r in log.split(b"\n")[:-1] if r and not any(r.endswith(k) for k in keys)]
-
-
-def show_records(odd: list[bytes], limit: int = 3) -> str:
-    """A few torn pieces, shown short."""
-    if not odd:
-        return ""
-    shown = "; ".join(f"{len(r)} bytes {r[:24]!r}...{r[-12:]!r}" for r in odd[:limit])
-    return f"; {len(odd)} records of the log are no line any client sent, such as: {shown}"
-
-
-COMPLETE_RULE = ("every complete line a client sends is appended by the logger to echo.log, exactly once, within 1 s "
-                 "of its echo; one client's lines keep their order")
-BINARY = bytes(b for b in range(256) if b != ord("\n")) + b"\n"  # every byte value, as `echo` sends
-BURST = 16  # round 5: lines of 2000 to 4096 bytes each of clients 1-3 sends in one burst
-
-
-def _round(rnd: int) -> list[list[bytes]]:
-    """What each of the 4 clients sends in a round, as lines (with their '\\n')."""
-    if rnd < 3:  # a line per client at once
-        return [[line] for line in random_lines(4, 20, 100)]
-    if rnd == 3:  # client 1: 5 lines in one segment
-        return [random_lines(5, 20, 60), [], [], []]
-    # clients 1-3: bursts that fill a channel (a 64 KiB pipe, a queue of 10 messages); client 4: byte by byte
-    return [random_lines(BURST, 2000, 4096) for _ in range(3)] + [random_lines(3, 20, 40)]
-
-
-def _send_round(clients: list[Client], lines: list[list[bytes]], bytewise: bool) -> list[bytes]:
-    """Send each client's lines at once (client 4's byte by byte when `bytewise`); what came back."""
-    payloads = [b"".join(ls) for ls in lines]
-    slow: list[bytes] = [b""]
-
-    def one_by_one() -> None:
-        c = clients[3]
-        for line in lines[3]:
-            c.send_bytewise(line, gap=0.001)
-        slow[0] = c.recv_exactly(len(payloads[3]), PATIENCE)
-
-    if not bytewise:
-        return echo_many(clients, payloads, PATIENCE)
-    t = threading.Thread(target=one_by_one)  # its own socket: echo_many never touches client 4
-    t.start()
-    got = echo_many(clients[:3], payloads[:3], PATIENCE * 2)
-    t.join()
-    return [*got, slow[0]]
-
-
-def check_log_complete(start: Start) -> None:
-    s = start()
-    clients, greeted = served_lines(s, 4, what="their lines should reach echo.log")
-    sent: list[list[bytes]] = [[] for _ in clients]
-    rounds = ("a line each", "a line each", "a line each", "client 1 five lines in one segment",
-              f"clients 1-3 {BURST} lines of 2000 to 4096 bytes each in one burst, client 4 three lines byte by byte")
-    try:
-        for rnd, what in enumerate(rounds):
-            lines = _round(rnd)
-            if rnd == 0:
-                lines[0] = [BINARY]  # a line holding NUL and bytes >= 0x80: no string function may log it
-            before = len(read_log(s))
-            got = _send_round(clients, lines, bytewise=rnd == 4)
-            echoed = time.monotonic()
-            bad = [i for i in range(4) if got[i] != b"".join(lines[i])]
-            if bad:
-                fail(f"connected 4 clients; round {rnd + 1}: {what}",
-                     f"client {bad[0] + 1} did not get its echo back; {state(s)}", rule=ECHO_RULE)
-            new = [(i, k, line) for i, ls in enumerate(lines) for k, line in enumerate(ls)]
-            did = (f"connected 4 clients; in {rnd + 1} rounds ({'; '.join(rounds[:rnd + 1])}) each got its echo; "
-                   f"after each round read {LOG} until all its lines were there, for at most {LOG_PATIENCE:.0f} s")
-            _wait_logged(s, [line for _, _, line in new], LOG_PATIENCE - (time.monotonic() - echoed))
-            waited = time.monotonic() - echoed
-            no_log(s, did, COMPLETE_RULE)
-            log = read_log(s)
-            n, _ = counts(log, [line for _, _, line in new])
-            missing = [(i, k, line) for (i, k, line), c in zip(new, n, strict=True) if c == 0]
-            if missing and rnd == 4 and pieces(log[before:], greeted + [line for _, _, line in new]):
-                continue  # torn lines, not lost ones: `log-intact`'s to judge; these lines leave the order aside
-            if missing:
-                # the binary line is named only when it alone is missing: a string function stopped at a NUL
-                binary = [m[2] for m in missing] == [BINARY]
-                i, k, line = missing[0] if binary else next(m for m in missing if m[2] != BINARY)
-                seen = f"client {i + 1}'s line of the {len(BINARY) - 1} byte values but '\\n'," if binary else \
-                    f"client {i + 1}'s line {k + 1}, {show(line, 40)},"
-                fail(did, f"round {rnd + 1}: {seen} is not in {LOG} {waited:.1f} s after its echo"
-                     + (f"; {len(missing)} of the {len(new)} lines of this round are missing" if len(missing) > 1
-                        else "") + f"; {LOG} holds {len(log)} bytes; {state(s)}",
-                     rule=COMPLETE_RULE,
-                     hint=("a line is bytes, NUL and bytes >= 0x80 included: send and write it with its length "
-                           "(write, fwrite), not with strlen, fputs or %s" if binary else
-                           "each child sends every line it echoes to the logger, which writes it at once (or "
-                           "flushes within the second): a line waiting in a stdio buffer is not in the file; "
-                           "a child that drops a line on a full channel (O_NONBLOCK, EAGAIN) loses it"))
-            for i, ls in enumerate(lines):
-                sent[i] += ls
-    finally:
-        close_all(clients)
-    time.sleep(0.2)  # a late second copy has landed
-    log = read_log(s)
-    everything = [line for mine in sent for line in mine]
-    n, first = counts(log, everything)
-    twice = [(line, k) for line, k in zip(everything, n, strict=True) if k > 1]
-    did = "connected 4 clients; in 5 rounds each sent lines and got their echo; then read echo.log"
-    if twice:
-        fail(did, f"{len(twice)} of the {len(everything)} lines are in {LOG} more than once, such as "
-             f"{show(twice[0][0], 40)} ({twice[0][1]} times)", rule=COMPLETE_RULE,
-             hint="send each line once and write what the logger read once: a buffer written again without "
-             "being emptied (an offset not reset) repeats old lines")
-    for i, mine in enumerate(sent):
-        at = [first[everything.index(line)] for line in mine]
-        if at != sorted(at):
-            fail(did, f"client {i + 1}'s lines are not in {LOG} in the order it sent them", rule=COMPLETE_RULE,
-                 hint="a child sends its client's lines in the order it reads them, each in one message")
-
-
-INTACT_RULE = ("every complete line a client sends (at most 4096 bytes with its '\\n') is appended to echo.log as one "
-               "unbroken record: a pipe write of at most PIPE_BUF bytes is atomic, a write per read chunk is not")
-INTACT_HINT = ("a child must send the logger whole lines, each in one write (pipe, at most PIPE_BUF = 4096 bytes) or "
-               "one message (mq_send); what read returns is not a line: keep it until the '\\n' has come")
-
-
-def check_log_intact(start: Start) -> None:
-    s = start()
-    # 1. 8 clients at once, each sending 3 lines byte by byte
-    clients, greeted = served_lines(s, 8, what="they then send lines byte by byte, all at the same time")
-    lines = [random_lines(3, 20, 40) for _ in clients]
-    echoed: list[bytes] = [b""] * len(clients)
-
-    def bytewise(i: int) -> None:
-        c = clients[i]
-        for line in lines[i]:
-            c.send_bytewise(line, gap=0.001)
-        echoed[i] = c.recv_exactly(sum(map(len, lines[i])), PATIENCE)
-
-    threads = [threading.Thread(target=bytewise, args=(i,)) for i in range(len(clients))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    close_all(clients)
-    sent = [line for ls in lines for line in ls]
-    for i, ls in enumerate(lines):
-        if echoed[i] != b"".join(ls):
-            fail("8 clients sent 3 lines each, byte by byte, all at the same time",
-                 f"client {i + 1} did not get its lines back; {state(s)}", rule=ECHO_RULE)
-    known = greeted + sent
-    _intact(s, sent, known, "8 clients sent 3 lines each, byte by byte, all at the same time; then read echo.log")
-    # 2. bursts: 16 clients at once, each 4 lines of up to 4096 bytes (one of exactly 4096) in one go
-    clients = connect_many(s.port, 16)
-    bursts = [[random_line(4096), *random_lines(3, 2000, 4096)] for _ in clients]
-    payloads = [b"".join(b) for b in bursts]
-    got = echo_many(clients, payloads, PATIENCE * 2)
-    close_all(clients)
-    bad = [i for i in range(len(clients)) if got[i] != payloads[i]]
-    if bad:
-        fail("16 clients at once each sent 4 lines of 2000 to 4096 bytes in one burst",
-             f"{len(bad)} clients did not get their lines back; {state(s)}", rule=ECHO_RULE)
-    sent = [line for b in bursts for line in b]
-    _intact(s, sent, known + sent,
-            "16 clients at once each sent 4 lines of 2000 to 4096 bytes (one of exactly 4096 with its '\\n') in "
-            "one burst; then read echo.log")
-
-
-def _intact(s: Server, sent: list[bytes], known: list[bytes], did: str) -> None:
-    """Fails when lines of `sent` are missing and the log has pieces: records that are no line of `known`
-    (every line the check sent, `sent` and those before it)."""
-    _wait_logged(s, sent, LOG_PATIENCE)
-    no_log(s, did, INTACT_RULE)
-    log = read_log(s)
-    n, _ = counts(log, sent)
-    missing = [line for line, k in zip(sent, n, strict=True) if k == 0]
-    odd = pieces(log, known)
-    # a line missing with no piece of it in the log was lost or not yet written, not torn: `log-complete`'s
-    if missing and odd:
-        fail(did, f"{len(missing)} of the {len(sent)} lines are not in {LOG} as one unbroken record "
-             f"{LOG_PATIENCE:.0f} s after their echo{show_records(odd)}", rule=INTACT_RULE, hint=INTACT_HINT)
 
 
 LOGGER_RULE = ("before it accepts anything, the server makes exactly one logger process, which lives as long as the "
@@ -374,7 +104,7 @@ def check_logger(start: Start) -> None:
     clients, lines = served_lines(s, 3, what="to see which processes open echo.log")
     try:
         opened = []
-        for pid in _tree(s.pid):
+        for pid in process_tree(s.pid):
             if pid == logger:
                 continue
             for fd, target in common.fd_targets(pid).items():
@@ -406,7 +136,7 @@ def _offsets(s: Server, logger: int, lines: list[bytes]) -> None:
     the logger writes it, so each of its writes leaves the offset at the end (O_APPEND, or a fresh file);
     bytes past it were written by another process, which may have held the file for an instant only. A
     logger that holds no echo.log (it opens it per record) or whose fdinfo cannot be read is not judged."""
-    _wait_logged(s, lines, LOG_PATIENCE)
+    wait_logged(s, lines, LOG_PATIENCE)
     fds = [fd for fd, target in common.fd_targets(logger).items()
            if target.removesuffix(" (deleted)") == str(log_path(s))]
 
@@ -448,7 +178,7 @@ def check_channel_ends(start: Start) -> None:
     clients = served(s, 3, what="to read the channel ends each process holds")
     try:
         kids = {p.pid for p in client_children(s.pid)}
-        tree = _tree(s.pid)
+        tree = process_tree(s.pid)
         roles = {pid: "the parent" if pid == s.pid else "a client's child" if pid in kids else "the logger"
                  for pid in tree}
         fds = {pid: common.fd_entries(pid) for pid in tree}
@@ -495,7 +225,7 @@ SHUTDOWN_RULE = ("on SIGTERM, sent to the server's first process after its clien
 
 def check_shutdown(start: Start) -> None:
     s = start()
-    ns = _ipc_namespace(s)
+    ns = ipc_namespace(s)
     try:
         before = probes.listed_message_queues() if ns is None else None
         clients = served(s, 4, what="their lines must all be in echo.log after SIGTERM")
@@ -508,11 +238,11 @@ def check_shutdown(start: Start) -> None:
                     fail("connected 4 clients, each sent lines", f"not every line came back; {state(s)}",
                          rule=ECHO_RULE)
                 sent += payloads
-            queues = _queues_of(_tree(s.pid))
+            queues = queues_of(process_tree(s.pid))
         finally:
             close_all(clients)
         gone = wait_until(lambda: not client_children(s.pid), PATIENCE)
-        tree = _tree(s.pid)
+        tree = process_tree(s.pid)
         s.terminate()
         t0 = time.monotonic()
         did = (f"connected 4 clients, each echoed 3 lines, then all left; "
@@ -549,10 +279,10 @@ def check_shutdown(start: Start) -> None:
                  f"server ended, such as {lost[-1][:40]!r}", rule=SHUTDOWN_RULE,
                  hint="a line in a stdio buffer is lost when the logger is killed: the logger ends only at end-of-file "
                  "(or its stop message), after writing (fflush) what it has")
-        still = _queues_left(ns, queues, before)
+        still = queues_left(ns, queues, before)
         if still:
             for q in still if ns is None else []:
-                _unlink_queue(q)
+                unlink_queue(q)
             fail(did, f"the server's message queue{'s' if len(still) > 1 else ''} {', '.join(sorted(still))} "
                  f"{'are' if len(still) > 1 else 'is'} still there after it ended", rule=SHUTDOWN_RULE,
                  hint="mq_unlink(name) once the logger is done (mq_close alone leaves the queue); see them with "
@@ -560,34 +290,6 @@ def check_shutdown(start: Start) -> None:
     finally:
         if ns is not None:
             os.close(ns)
-
-
-def _ipc_namespace(s: Server) -> int | None:
-    """As root with IPC namespaces: an open /proc/PID/ns/ipc of the server, which keeps the namespace
-    (and any queue it made) alive after the server ended, to be listed; None otherwise."""
-    if not s.sandbox.private_ipc:
-        return None
-    try:
-        return os.open(f"/proc/{s.pid}/ns/ipc", os.O_RDONLY)
-    except OSError as e:
-        raise GradingEnvironmentError(f"cannot open the server's IPC namespace: {e}") from e
-
-
-def _queues_left(ns: int | None, seen: set[str], before: set[str] | None) -> set[str]:
-    """The server's queues that still exist: all in its namespace of its own (root); otherwise those
-    it held open, and any new in /dev/mqueue when that is mounted."""
-    try:
-        if ns is not None:
-            return set(message_queues_in(ns))
-        left = {q for q in seen if probes.message_queue_exists(q)}
-        now = probes.listed_message_queues()
-        if now is not None and before is not None:
-            left |= now - before
-        return left
-    except (OSError, ProbeError) as e:
-        if not seen and ns is None:
-            return set()  # no queue to look for
-        raise GradingEnvironmentError(f"cannot look for the server's message queues: {e}") from e
 
 
 @graded(LAB, "logger")
