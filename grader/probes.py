@@ -15,6 +15,7 @@ import errno
 import os
 import select
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,9 +256,50 @@ def _fds_as_owner(pid: int, denied: PermissionError, detail: bool = False) -> di
 
 def _links_as(uid: int, gid: int, pid: int, detail: bool = False,
               timeout: float = 10.0) -> tuple[int, bytes, bool, bool]:
-    """Read pid's fd links (and with `detail` their fdinfo) in a forked child that takes uid/gid.
-    Returns the child's wait status, what it wrote, whether it was found stopped, and whether we
-    had to kill it."""
+    """Read pid's fd links (and with `detail` their fdinfo) in a forked child that takes uid/gid."""
+
+    def collect() -> bytes:
+        parts = []
+        try:
+            names = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:
+            return b""  # gone meanwhile: no descriptors
+        for name in names:
+            with contextlib.suppress(OSError):
+                parts.append(_record(pid, name, detail))
+        return "\0".join(parts).encode()
+
+    return _as_uid(uid, gid, collect, timeout)
+
+
+def read_files_as(uid: int, gid: int, paths: list[str], timeout: float = 2.0) -> dict[str, str]:
+    """The text of each of `paths` that uid/gid may read (those it may not, or gone, are left out),
+    read in a forked child that takes uid/gid: how root without CAP_SYS_PTRACE reads files of
+    /proc/PID/ that only the process's own uid may (a task's `syscall`). ProbeError when the child
+    fails, ProbeInterfered when someone but us killed or stopped it."""
+
+    def collect() -> bytes:
+        out = []
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    out.append(path.encode() + b"\0" + f.read() + b"\0")
+            except OSError:
+                continue
+        return b"".join(out)
+
+    status, data, stopped, we_killed = _as_uid(uid, gid, collect, timeout)
+    if stopped or (os.WIFSIGNALED(status) and not we_killed):
+        raise ProbeInterfered(-1, 1)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        raise ProbeError(f"a helper of uid {uid} could not read {len(paths)} files of /proc")
+    fields = data.split(b"\0")
+    return {fields[i].decode(): fields[i + 1].decode(errors="replace") for i in range(0, len(fields) - 1, 2)}
+
+
+def _as_uid(uid: int, gid: int, collect: Callable[[], bytes], timeout: float) -> tuple[int, bytes, bool, bool]:
+    """Run `collect` in a forked child that takes uid/gid, and read what it returns. Returns the
+    child's wait status, what it wrote, whether it was found stopped, and whether we had to kill it."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # only system calls from here to _exit: the grader has threads
@@ -267,16 +309,10 @@ def _links_as(uid: int, gid: int, pid: int, detail: bool = False,
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
-            parts = []
-            for name in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    parts.append(_record(pid, name, detail))
-            data = "\0".join(parts).encode()
+            data = collect()
             while data:
                 data = data[os.write(w, data):]
             code = 0
-        except FileNotFoundError:
-            code = 0  # gone meanwhile: no descriptors
         except BaseException:
             code = 1
         finally:

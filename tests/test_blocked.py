@@ -91,10 +91,11 @@ def test_a_server_blocked_on_another_client_is_given_up_on_at_once(tmp_path: Pat
             line = random_line(30)
             assert echo_many([first], [line], 3.0) == [line]
             t0 = time.monotonic()
-            got = echo_many([second], [line], 3.0, judge=Watch(s))
+            watch = Watch(s)
+            got = echo_many([second], [line], 3.0, judge=watch)
             took = time.monotonic() - t0
             assert got == [b""]
-            if Watch(s).usable:  # root, with CAP_SYS_PTRACE
+            if watch.usable:  # root: with CAP_SYS_PTRACE, or through a helper of the submission's uid
                 assert took < BLOCKED_FOR + 1.0, took
                 assert "stopped waiting" in second.error and "not yet accepted" in second.error
                 assert "read on fd" in second.error
@@ -133,10 +134,33 @@ def test_a_connection_the_server_will_never_close_is_given_up_on(tmp_path: Path,
             c.send(line)
             c.shutdown_write()
             t0 = time.monotonic()
-            [(got, closed)] = read_until_eof_many([c], 3.0, judge=Watch(s))
+            watch = Watch(s)
+            [(got, closed)] = read_until_eof_many([c], 3.0, judge=watch)
             assert got == line and not closed
-            if Watch(s).usable:
+            if watch.usable:
                 assert time.monotonic() - t0 < BLOCKED_FOR + 1.0
                 assert "kept the connection open" in c.error and "accept on fd" in c.error
+    finally:
+        s.stop()
+
+
+def test_the_proof_holds_through_a_helper_of_the_submissions_uid(tmp_path: Path, sandbox: Sandbox) -> None:
+    """Without CAP_SYS_PTRACE (a container, the docker isolation) root reads the tasks' syscall
+    files from a helper that takes the submission's uid: forced here, the proof is the same."""
+    s = start(tmp_path, sandbox, STUCK, "stuck")
+    try:
+        with Client(s.port) as first, Client(s.port) as second:
+            line = random_line(30)
+            assert echo_many([first], [line], 3.0) == [line]
+            watch = Watch(s)
+            watch.as_owner = True
+            t0 = time.monotonic()
+            assert echo_many([second], [line], 3.0, judge=watch) == [b""]
+            took = time.monotonic() - t0
+            if os.geteuid() == 0:
+                assert watch.usable and took < BLOCKED_FOR + 1.0, (watch.usable, took)
+                assert "read on fd" in second.error
+            else:  # no uid of the submission's own: nothing is proved, the wait runs out
+                assert not watch.usable and took >= 3.0
     finally:
         s.stop()
