@@ -10,8 +10,6 @@ whether that is the student's failure (checks.common.fd_targets).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import os
 import select
 import time
@@ -341,25 +339,6 @@ def _as_uid(uid: int, gid: int, collect: Callable[[], bytes], timeout: float) ->
     return status, b"".join(chunks), stopped, not eof and not stopped
 
 
-def mount_ids(pid: int) -> set[int]:
-    """The ids of the mounts pid sees (/proc/PID/mountinfo, readable by everyone); none for a
-    process that is gone or dying (a zombie's mountinfo reads EINVAL: it has no namespaces left)."""
-    try:
-        return {int(line.split(None, 1)[0]) for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()}
-    except (OSError, ValueError):
-        return set()
-
-
-def message_queue(entry: FdEntry, mounts: set[int]) -> str | None:
-    """The name of the POSIX message queue a descriptor is open on (`/NAME`), or None. A queue's
-    link reads `/NAME` (`/NAME (deleted)` once unlinked), like a file at the root, but it lives on
-    the kernel's internal mqueue mount, which no process's mountinfo lists."""
-    name = entry.target.removesuffix(" (deleted)")
-    if not name.startswith("/") or "/" in name[1:] or name == "/" or entry.mnt_id < 0 or entry.mnt_id in mounts:
-        return None
-    return name
-
-
 def socket_inodes(pid: int) -> dict[int, int]:
     """fd -> socket inode, sockets only."""
     out = {}
@@ -367,38 +346,6 @@ def socket_inodes(pid: int) -> dict[int, int]:
         if target.startswith("socket:["):
             out[fd] = int(target[8:-1])
     return out
-
-
-MQUEUE_DIR = "/dev/mqueue"
-
-
-def listed_message_queues() -> set[str] | None:
-    """The queues (`/NAME`) /dev/mqueue lists, when an mqueue file system is mounted there (Docker
-    mounts one in every container, for its IPC namespace); None when none is."""
-    if not os.path.ismount(MQUEUE_DIR):
-        return None
-    try:
-        return {"/" + n for n in os.listdir(MQUEUE_DIR)}
-    except OSError:
-        return None
-
-
-def message_queue_exists(name: str) -> bool:
-    """Whether the POSIX message queue `name` exists in our IPC namespace: mq_open without
-    O_CREAT (closed at once; refused access means it exists). ProbeError when the system has no
-    message queues."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mq_open.restype = ctypes.c_int
-    q = libc.mq_open(name.encode(), os.O_RDONLY | os.O_NONBLOCK)
-    if q >= 0:
-        libc.mq_close(q)
-        return True
-    e = ctypes.get_errno()
-    if e in (errno.ENOENT, errno.EINVAL, errno.ENAMETOOLONG):
-        return False
-    if e == errno.EACCES:
-        return True
-    raise ProbeError(f"cannot tell whether message queue {name} exists: mq_open: {os.strerror(e)}")
 
 
 @dataclass(frozen=True)

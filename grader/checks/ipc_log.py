@@ -6,7 +6,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from .. import probes
+from .. import mqueues, probes
 from ..clients import Client, close_all, compare, connect_many, echo_many, random_lines
 from ..errors import GradingEnvironmentError, ProbeError
 from ..harness import Server
@@ -49,10 +49,10 @@ def queues_of(pids: list[int]) -> set[str]:
     """The message queues the processes hold open (their /proc/PID/fd)."""
     out = set()
     for pid in pids:
-        mounts = probes.mount_ids(pid)
+        mounts = mqueues.mount_ids(pid)
         with contextlib.suppress(ProbeError):
             for e in probes.fd_entries(pid).values():
-                name = probes.message_queue(e, mounts)
+                name = mqueues.message_queue(e, mounts)
                 if name:
                     out.add(name)
     return out
@@ -166,8 +166,8 @@ def queues_left(ns: int | None, seen: set[str], before: set[str] | None) -> set[
     try:
         if ns is not None:
             return set(message_queues_in(ns))
-        left = {q for q in seen if probes.message_queue_exists(q)}
-        now = probes.listed_message_queues()
+        left = {q for q in seen if mqueues.message_queue_exists(q)}
+        now = mqueues.listed_message_queues()
         if now is not None and before is not None:
             left |= now - before
         return left

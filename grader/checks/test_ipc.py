@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .. import probes
+from .. import mqueues, probes
 from ..clients import close_all, echo_many, random_lines
 from ..errors import GradingEnvironmentError
 from ..harness import Server
@@ -182,11 +182,11 @@ def check_channel_ends(start: Start) -> None:
         roles = {pid: "the parent" if pid == s.pid else "a client's child" if pid in kids else "the logger"
                  for pid in tree}
         fds = {pid: common.fd_entries(pid) for pid in tree}
-        mounts = {pid: probes.mount_ids(pid) for pid in tree}
+        mounts = {pid: mqueues.mount_ids(pid) for pid in tree}
         # the channel: pipes whose read end a logger holds; any message queue
         pipes = {e.pipe_inode for pid in tree if roles[pid] == "the logger" for e in fds[pid].values()
                  if e.pipe_inode and e.reads}
-        queues = {q for pid in tree for e in fds[pid].values() if (q := probes.message_queue(e, mounts[pid]))}
+        queues = {q for pid in tree for e in fds[pid].values() if (q := mqueues.message_queue(e, mounts[pid]))}
         did = ("connected 3 clients, each echoed a line; read /proc/PID/fd and /proc/PID/fdinfo/N (flags) of the "
                "parent, the logger and the children")
         if not pipes and not queues:
@@ -197,7 +197,7 @@ def check_channel_ends(start: Start) -> None:
         wrong = []
         for pid in tree:
             for fd, e in sorted(fds[pid].items()):
-                q = probes.message_queue(e, mounts[pid])
+                q = mqueues.message_queue(e, mounts[pid])
                 end = "read" if e.reads else "write"
                 what = f"pipe:[{e.pipe_inode}]" if e.pipe_inode in pipes else f"queue {q}" if q else ""
                 if not what:
@@ -227,7 +227,7 @@ def check_shutdown(start: Start) -> None:
     s = start()
     ns = ipc_namespace(s)
     try:
-        before = probes.listed_message_queues() if ns is None else None
+        before = mqueues.listed_message_queues() if ns is None else None
         clients = served(s, 4, what="their lines must all be in echo.log after SIGTERM")
         sent: list[bytes] = []
         try:
