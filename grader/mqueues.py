@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import socket
 from pathlib import Path
 
 from .errors import ProbeError
@@ -60,3 +61,44 @@ def message_queue_exists(name: str) -> bool:
     if e == errno.EACCES:
         return True
     raise ProbeError(f"cannot tell whether message queue {name} exists: mq_open: {os.strerror(e)}")
+
+
+def open_namespace(pid: int, kind: str = "ipc") -> int:
+    """An open /proc/PID/ns/KIND of another uid's process. Opening it needs CAP_SYS_PTRACE or the
+    process's own uid: without the capability (a container given CAP_SYS_ADMIN only), root opens it
+    in a forked helper that takes the process's uid and hands the descriptor back over a socket
+    pair (SCM_RIGHTS). OSError when neither can."""
+    path = f"/proc/{pid}/ns/{kind}"
+    try:
+        return os.open(path, os.O_RDONLY)
+    except PermissionError:
+        if os.geteuid() != 0:
+            raise
+        st = os.stat(f"/proc/{pid}")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    child = os.fork()
+    if child == 0:  # only system calls from here to _exit: the grader has threads
+        code = 1
+        try:
+            ours.close()
+            os.setgroups([])
+            os.setresgid(st.st_gid, st.st_gid, st.st_gid)
+            os.setresuid(st.st_uid, st.st_uid, st.st_uid)
+            socket.send_fds(theirs, [b"ns"], [os.open(path, os.O_RDONLY)])
+            code = 0
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    try:
+        ours.settimeout(5.0)
+        _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+    except OSError:
+        fds = []
+    finally:
+        ours.close()
+        _, status = os.waitpid(child, 0)
+    if not fds:
+        raise PermissionError(f"cannot open {path}, not even as uid {st.st_uid} (helper status {status})")
+    return fds[0]

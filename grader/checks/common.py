@@ -342,7 +342,7 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8) ->
         check_robust_disconnect(started(server))
 
     def test_vs_reference(grading: GradingSession, server: Start) -> None:
-        from .vs_reference import check_vs_reference  # it builds on this module
+        from .speed import check_vs_reference  # it builds on this module
 
         check_vs_reference(grading, started(server))
 

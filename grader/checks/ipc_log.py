@@ -155,7 +155,7 @@ def ipc_namespace(s: Server) -> int | None:
     if not s.sandbox.private_ipc:
         return None
     try:
-        return os.open(f"/proc/{s.pid}/ns/ipc", os.O_RDONLY)
+        return mqueues.open_namespace(s.pid, "ipc")
     except OSError as e:
         raise GradingEnvironmentError(f"cannot open the server's IPC namespace: {e}") from e
 

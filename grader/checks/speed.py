@@ -1,5 +1,6 @@
 """The shared check `vs-reference`: the submission against the reference server, on the same
-workload, in alternate rounds of the same sandbox."""
+workload, in alternate rounds of the same sandbox. (Not named after the check: no file of the
+public grader is named like the reference, which never ships to students.)"""
 from __future__ import annotations
 
 import math
