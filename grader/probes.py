@@ -299,7 +299,12 @@ def _as_uid(uid: int, gid: int, collect: Callable[[], bytes], timeout: float) ->
     """Run `collect` in a forked child that takes uid/gid, and read what it returns. Returns the
     child's wait status, what it wrote, whether it was found stopped, and whether we had to kill it."""
     r, w = os.pipe()
-    child = os.fork()
+    try:
+        child = os.fork()
+    except OSError as e:  # no process left to make (a fork bomb's neighbour in a container)
+        os.close(r)
+        os.close(w)
+        raise ProbeError(f"cannot start a helper of uid {uid}: {e}") from e
     if child == 0:  # only system calls from here to _exit: the grader has threads
         code = 1
         try:
