@@ -18,7 +18,7 @@ import pytest
 
 from .. import mqueues, probes
 from ..clients import close_all, echo_many, random_lines
-from ..errors import GradingEnvironmentError
+from ..errors import GradingEnvironmentError, ProbeError
 from ..harness import Server
 from ..session import GradingSession
 from ..verdict import fail
@@ -141,10 +141,24 @@ def _offsets(s: Server, logger: int, lines: list[bytes]) -> None:
            if target.removesuffix(" (deleted)") == str(log_path(s))]
 
     def offset() -> int | None:
+        paths = [f"/proc/{logger}/fdinfo/{fd}" for fd in fds]
+        texts: dict[str, str] = {}
+        try:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    texts[path] = Path(path).read_text()
+        except PermissionError:  # another uid's fdinfo without CAP_SYS_PTRACE: root reads it as that uid
+            try:
+                st = os.stat(f"/proc/{logger}")
+                texts = probes.read_files_as(st.st_uid, st.st_gid, paths) if os.geteuid() == 0 else {}
+            except (OSError, ProbeError):
+                return None
+        except OSError:
+            return None
         pos = None
-        for fd in fds:
-            with contextlib.suppress(OSError, ValueError):
-                for row in Path(f"/proc/{logger}/fdinfo/{fd}").read_text().splitlines():
+        for text in texts.values():
+            with contextlib.suppress(ValueError):
+                for row in text.splitlines():
                     if row.startswith("pos:"):
                         pos = max(pos or 0, int(row[4:]))
         return pos
