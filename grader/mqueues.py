@@ -63,6 +63,11 @@ def message_queue_exists(name: str) -> bool:
     raise ProbeError(f"cannot tell whether message queue {name} exists: mq_open: {os.strerror(e)}")
 
 
+def unlink_queue(name: str) -> None:
+    """mq_unlink: the queue goes once its last descriptor is closed (a missing one is no error)."""
+    ctypes.CDLL(None, use_errno=True).mq_unlink(name.encode())
+
+
 def open_namespace(pid: int, kind: str = "ipc") -> int:
     """An open /proc/PID/ns/KIND of another uid's process. Opening it needs CAP_SYS_PTRACE or the
     process's own uid: without the capability (a container given CAP_SYS_ADMIN only), root opens it

@@ -152,6 +152,7 @@ class FdEntry:
     target: str  # the link: `pipe:[123]`, `socket:[4]`, `/path`, `/queue` (a POSIX message queue)
     flags: int   # /proc/PID/fdinfo/N `flags` (O_ACCMODE: O_RDONLY, O_WRONLY, O_RDWR), -1 unknown
     mnt_id: int  # fdinfo `mnt_id`: the mount the open file lives on, -1 unknown
+    pos: int = -1  # fdinfo `pos`: the file offset, -1 unknown
 
     @property
     def reads(self) -> bool:
@@ -167,12 +168,12 @@ class FdEntry:
 
 
 def fd_entries(pid: int) -> dict[int, FdEntry]:
-    """fd -> its link target, open flags and mount (fdinfo), read as fd_targets reads links."""
+    """fd -> its link target, open flags, mount and offset (fdinfo), read as fd_targets reads links."""
     return _fds(pid, detail=True)
 
 
-def _fdinfo(pid: int, name: str) -> tuple[int, int]:
-    flags = mnt = -1
+def _fdinfo(pid: int, name: str) -> tuple[int, int, int]:
+    flags = mnt = pos = -1
     with contextlib.suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/fdinfo/{name}").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -180,26 +181,29 @@ def _fdinfo(pid: int, name: str) -> tuple[int, int]:
                 flags = int(value.strip(), 8)
             elif key == "mnt_id":
                 mnt = int(value.strip())
-    return flags, mnt
+            elif key == "pos":
+                pos = int(value.strip())
+    return flags, mnt, pos
 
 
 def _entry(record: str, detail: bool) -> tuple[int, FdEntry]:
-    """One record of the helper's output: `N=TARGET`, with `detail` `N=FLAGS:MNT:TARGET` (TARGET
+    """One record of the helper's output: `N=TARGET`, with `detail` `N=FLAGS:MNT:POS:TARGET` (TARGET
     last: it may hold ':')."""
     name, _, rest = record.partition("=")
     if not detail:
         return int(name), FdEntry(rest, -1, -1)
     flags, _, rest = rest.partition(":")
-    mnt, _, target = rest.partition(":")
-    return int(name), FdEntry(target, int(flags), int(mnt))
+    mnt, _, rest = rest.partition(":")
+    pos, _, target = rest.partition(":")
+    return int(name), FdEntry(target, int(flags), int(mnt), int(pos))
 
 
 def _record(pid: int, name: str, detail: bool) -> str:
     target = os.readlink(f"/proc/{pid}/fd/{name}")
     if not detail:
         return f"{name}={target}"
-    flags, mnt = _fdinfo(pid, name)
-    return f"{name}={flags}:{mnt}:{target}"
+    flags, mnt, pos = _fdinfo(pid, name)
+    return f"{name}={flags}:{mnt}:{pos}:{target}"
 
 
 def _fds(pid: int, detail: bool) -> dict[int, FdEntry]:

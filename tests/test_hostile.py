@@ -189,17 +189,11 @@ PORT_LOCKS: dict[int | str, threading.Lock] = {}
 def queues_left(prefix: str, most: int = 4096) -> list[str]:
     """POSIX message queues named prefix0, prefix1, ... that exist in this process's IPC namespace
     (the machine's, or the test container's): left by a grading. Each is removed once seen."""
-    import ctypes
+    from grader import mqueues
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    left = []
-    for i in range(most):
-        name = f"{prefix}{i}".encode()
-        mqd = libc.mq_open(name, os.O_RDONLY)
-        if mqd >= 0:
-            libc.mq_close(mqd)
-            libc.mq_unlink(name)
-            left.append(name.decode())
+    left = [f"{prefix}{i}" for i in range(most) if mqueues.message_queue_exists(f"{prefix}{i}")]
+    for name in left:
+        mqueues.unlink_queue(name)
     return left
 
 

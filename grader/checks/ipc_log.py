@@ -58,12 +58,6 @@ def queues_of(pids: list[int]) -> set[str]:
     return out
 
 
-def unlink_queue(name: str) -> None:
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).mq_unlink(name.encode())
-
-
 def log_path(s: Server) -> Path:
     return s.build.directory / LOG
 

@@ -11,14 +11,13 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .. import mqueues, probes
 from ..clients import close_all, echo_many, random_lines
-from ..errors import GradingEnvironmentError, ProbeError
+from ..errors import GradingEnvironmentError
 from ..harness import Server
 from ..session import GradingSession
 from ..verdict import fail
@@ -41,7 +40,6 @@ from .ipc_log import (
     queues_of,
     read_log,
     served_lines,
-    unlink_queue,
     wait_logged,
 )
 from .ipc_records import check_log_complete, check_log_intact
@@ -77,7 +75,7 @@ def server(server: Start, grading: GradingSession) -> Iterator[Start]:
     queues = {q for s in started if not s.sandbox.private_ipc for q in queues_of(process_tree(s.pid))}
     left = grading.stop_servers()
     for q in queues:  # in a namespace of its own (root), a queue goes with its last process
-        unlink_queue(q)
+        mqueues.unlink_queue(q)
     for s in started:
         LOGGERS.pop(s.pid, None)
     if left:
@@ -137,31 +135,14 @@ def _offsets(s: Server, logger: int, lines: list[bytes]) -> None:
     bytes past it were written by another process, which may have held the file for an instant only. A
     logger that holds no echo.log (it opens it per record) or whose fdinfo cannot be read is not judged."""
     wait_logged(s, lines, LOG_PATIENCE)
-    fds = [fd for fd, target in common.fd_targets(logger).items()
-           if target.removesuffix(" (deleted)") == str(log_path(s))]
+    log = str(log_path(s))
+
+    def log_fds() -> dict[int, probes.FdEntry]:  # as the checks read descriptors (CAP_SYS_PTRACE or a helper)
+        return {fd: e for fd, e in common.fd_entries(logger).items() if e.target.removesuffix(" (deleted)") == log}
 
     def offset() -> int | None:
-        paths = [f"/proc/{logger}/fdinfo/{fd}" for fd in fds]
-        texts: dict[str, str] = {}
-        try:
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    texts[path] = Path(path).read_text()
-        except PermissionError:  # another uid's fdinfo without CAP_SYS_PTRACE: root reads it as that uid
-            try:
-                st = os.stat(f"/proc/{logger}")
-                texts = probes.read_files_as(st.st_uid, st.st_gid, paths) if os.geteuid() == 0 else {}
-            except (OSError, ProbeError):
-                return None
-        except OSError:
-            return None
-        pos = None
-        for text in texts.values():
-            with contextlib.suppress(ValueError):
-                for row in text.splitlines():
-                    if row.startswith("pos:"):
-                        pos = max(pos or 0, int(row[4:]))
-        return pos
+        pos = max((e.pos for e in log_fds().values()), default=-1)
+        return pos if pos >= 0 else None
 
     def size() -> int:
         try:
@@ -169,6 +150,7 @@ def _offsets(s: Server, logger: int, lines: list[bytes]) -> None:
         except FileNotFoundError:
             return 0
 
+    fds = sorted(log_fds())
     if not fds or offset() is None:
         return
     if wait_until(lambda: (offset() or 0) >= size(), LOG_PATIENCE, step=0.05):
@@ -296,7 +278,7 @@ def check_shutdown(start: Start) -> None:
         still = queues_left(ns, queues, before)
         if still:
             for q in still if ns is None else []:
-                unlink_queue(q)
+                mqueues.unlink_queue(q)
             fail(did, f"the server's message queue{'s' if len(still) > 1 else ''} {', '.join(sorted(still))} "
                  f"{'are' if len(still) > 1 else 'is'} still there after it ended", rule=SHUTDOWN_RULE,
                  hint="mq_unlink(name) once the logger is done (mq_close alone leaves the queue); see them with "
