@@ -21,7 +21,7 @@ from .errors import GradingEnvironmentError, SubmissionTooLarge
 from .isolation.local import Sandbox, cgroup_oom_kills, end_processes
 from .output import BoundedOutput, MiB, size
 
-BUILD_TIMEOUT = 60.0
+BUILD_TIMEOUT = 30.0  # a lab builds in 1-3 s (TSan included), 10x that on a loaded machine
 BUILD_DISK_LIMIT = 256 * MiB
 BUILD_FILE_LIMIT = 20000   # files a build may create in the lab directory (each costs the disk check a stat)
 READY_TIMEOUT = 5.0        # LABS.md promises 3 s; we wait longer so a loaded machine never fails a correct server

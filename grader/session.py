@@ -20,6 +20,7 @@ from .verdict import NotGraded, fail
 # left are not run. Only failed checks count: the time a slow machine adds to passing checks is
 # never charged to the student, so a correct server is always graded in full.
 GRADING_BUDGET = 150.0
+START_FAILURES = 2  # a build that never listened in this many starts (and never once listened) is not started again
 
 
 def default_reference_root() -> Path | None:
@@ -75,6 +76,8 @@ class GradingSession:
         self.servers: list[Server] = []
         self.failed_seconds = 0.0  # spent in checks this submission failed (see charge_failure)
         self.failed_checks: list[str] = []
+        self._never_ready: dict[Path, list[str]] = {}  # build directory -> why each start failed, until one works
+        self._was_ready: set[Path] = set()
 
     def charge_failure(self, check_id: str, seconds: float) -> None:
         """A check this submission failed took `seconds`: they count against the grading's budget
@@ -132,13 +135,25 @@ class GradingSession:
                       "loses the checks that no longer fit",
                  hint="make the checks above pass (start with `echo`): a server that answers makes them quick")
         b = b or self.built()
+        failures = self._never_ready.get(b.directory, [])
+        if b.directory not in self._was_ready and len(failures) >= START_FAILURES:
+            fail("did not start your server for this check",
+                 f"it never listened in the {len(failures)} checks before this one (the first time: "
+                 f"{failures[0]}), so the grader stopped starting it: each of those checks waited out the "
+                 "time a server has to start",
+                 rule="the server listens on TCP port PORT on every local address within 3 s of start",
+                 hint="run `./server 5000` yourself and look at `ss -ltnp`: fix the start first (the first "
+                      "failed check shows the server's output), every other check needs it")
         port = self.sandbox.allocate_port()
         s = Server(b, b.sandbox or self.sandbox, port, tsan=tsan, args=tuple(args), env_extra=env or {})
         self.servers.append(s)
         s.start()
-        if not s.wait_ready():
+        if s.wait_ready():
+            self._was_ready.add(b.directory)
+        else:
             state = s.exit_description()
             verb = "is" if state.startswith("still") else "was" if state.startswith("killed") else "has"
+            self._never_ready.setdefault(b.directory, []).append(f"{what} {verb} {state}")
             out = s.output.text(2000).strip() or "(nothing)"
             fail(f"started `{' '.join(['./server', str(port), *args])}` and waited for a socket listening on port "
                  f"{port}",

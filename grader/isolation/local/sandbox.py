@@ -155,8 +155,11 @@ class Sandbox:
 
     def sweep_scratch(self) -> None:
         """Remove what our uid left in the machine's scratch directories (and the lock directory).
-        Only as root, where the uid is ours alone; its processes must be gone first."""
-        if self.uid is None:
+        Only as root, where the uid is ours alone; its processes must be gone first. Not where its
+        processes have a private view of the file system: their scratch directories were their own
+        tmpfs, and the machine's (the lock directory holds a file per port and uid ever used: thousands)
+        were out of their reach."""
+        if self.uid is None or self.private_fs:
             return
         for d in (*SCRATCH_DIRS, str(lock_dir())):
             try:
