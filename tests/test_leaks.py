@@ -35,6 +35,7 @@ def test_leaves_a_uid_lock_held():
 def test_a_leaked_child_a_daemon_and_a_held_lock_are_named_and_a_clean_test_passes(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # the plugin under test, and no other
     pytester.makepyfile(test_leaky=LEAKY)
     r = pytester.runpytest_subprocess("-p", "leaks", "-p", "no:randomly", "-v")
     out = r.stdout.str()

@@ -6,6 +6,16 @@ import json
 
 import pytest
 
+PLUGINS = ("-p", "grader.plugin", "-p", "pytest_jsonreport.plugin", "--json-report", "--json-report-file=r.json")
+
+
+@pytest.fixture(autouse=True)
+def only_our_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks' pytest loads the plugins it names and no other, as in a grading (grader.run):
+    those installed beside (hypothesis's costs 3 s a start) are not part of what is tested."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
 CHECKS = '''
 import pytest
 from grader.errors import GradingEnvironmentError
@@ -29,7 +39,7 @@ def test_not_a_check(): pass
 
 def run(pytester: pytest.Pytester, *args: str) -> dict[str, dict]:
     pytester.makepyfile(test_checks=CHECKS)
-    pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json", *args)
+    pytester.runpytest_subprocess(*PLUGINS, *args)
     rep = json.loads((pytester.path / "r.json").read_text())
     return {t["metadata"]["check"]["id"]: t["metadata"]["verdict"] for t in rep["tests"]}
 
@@ -96,7 +106,7 @@ def test_budget_counts_only_the_time_of_failed_checks(pytester: pytest.Pytester)
     """Past the grading budget the checks left are failed unrun, but only the seconds spent in
     checks the server failed count: a slow machine never costs a correct server a check."""
     pytester.makepyfile(test_checks=BUDGET)
-    pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json")
+    pytester.runpytest_subprocess(*PLUGINS)
     rep = json.loads((pytester.path / "r.json").read_text())
     v = {t["metadata"]["check"]["id"]: t["metadata"]["verdict"] for t in rep["tests"]}
     assert v["slow-pass"]["status"] == "passed"
@@ -134,7 +144,7 @@ def test_malformed_check_markers_are_a_usage_error_naming_each_file(pytester: py
     check = '@pytest.mark.check(id="long-session", points=5, visibility="hidden")'
     pytester.makepyfile(test_one=f"import pytest\n\n{check}\ndef test_a(): pass\n",
                         test_two=f"import pytest\n\n{check}\ndef test_b(): pass\n")
-    r = pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json")
+    r = pytester.runpytest_subprocess(*PLUGINS)
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     err = r.stderr.str()
     assert "KeyError" not in err + r.stdout.str()
@@ -151,6 +161,6 @@ def test_a_check_of_another_lab_is_not_a_duplicate(pytester: pytest.Pytester) ->
     check = '@pytest.mark.check(id="x", points=5, visibility="hidden")'
     pytester.makepyfile(test_one=f"import pytest\nLAB = 'fork'\n{check}\ndef test_a(): pass\n",
                         test_two=f"import pytest\nLAB = 'thread'\n{check}\ndef test_b(): pass\n")
-    r = pytester.runpytest_subprocess("-p", "grader.plugin", "--json-report", "--json-report-file=r.json",
+    r = pytester.runpytest_subprocess(*PLUGINS,
                                       "--lab", "fork")
     assert r.ret == 0 and "1 passed, 1 deselected" in r.stdout.str()
