@@ -24,6 +24,7 @@ from . import catalogue
 from .atomic import write_json
 from .errors import ReportError, UsageError
 from .processes import end_process
+from .repeat import flickers, recorded, repeat_path, write_flicker
 from .report import gradescope, print_gradebook, ungradable, write_gradebook, write_junit
 from .results import Summary, load_summary
 from .run import GRADE_TIMEOUT
@@ -108,12 +109,14 @@ def choose_isolation(isolation: str) -> str:
 
 
 def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
-              extra_checks: Path | None = None, stopping: threading.Event | None = None) -> Summary | None:
+              extra_checks: Path | None = None, stopping: threading.Event | None = None,
+              run: int = 0) -> Summary | None:
     """Grade one submission in a child `labgrade grade` process; returns its summary (a valid one,
     or an `ungradable` one saying why), or None when the batch was stopped meanwhile (`stopping`
-    set: the child is ended, nothing is written, and a rerun grades it)."""
+    set: the child is ended, nothing is written, and a rerun grades it). `run` k > 0: the k-th of
+    its repeated gradings (`--repeat`), written beside its summary (see grader.repeat)."""
     stopping = stopping or threading.Event()
-    dest = summary_path(out, job)
+    dest = summary_path(out, job) if not run else repeat_path(summary_path(out, job), run)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".json.part")
     tmp.unlink(missing_ok=True)
@@ -140,9 +143,34 @@ def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
         summary = ungradable(lab=job.lab, submission=job.label, seconds=time.monotonic() - t0,
                              reason=reason or f"no valid report: {e}")
     tmp.unlink(missing_ok=True)
-    write_json(dest.parent / f"{job.lab}.results.json", gradescope(summary))
+    if not run:
+        write_json(dest.parent / f"{job.lab}.results.json", gradescope(summary))
     summary.write(dest)
     return summary
+
+
+def load_runs(out: Path, job: Job, repeat: int) -> list[Summary | None]:
+    """The repeated gradings of `job` already made (None: to make), for --repeat."""
+    runs: list[Summary | None] = []
+    for k in range(1, repeat + 1):
+        try:
+            s: Summary | None = load_summary(repeat_path(summary_path(out, job), k))
+        except ReportError:
+            s = None
+        runs.append(s if s and s.gradable and (s.lab, s.submission) == (job.lab, job.label) else None)
+    return runs
+
+
+def record_repeated(out: Path, job: Job, runs: list[Summary | None]) -> Summary | None:
+    """Once every repeated grading of `job` is made: its recorded summary (grader.repeat's rule),
+    written where a single grading's goes. None while some are still to make."""
+    if not all(runs):
+        return None
+    s = recorded([r for r in runs if r])
+    dest = summary_path(out, job)
+    write_json(dest.parent / f"{job.lab}.results.json", gradescope(s))
+    s.write(dest)
+    return s
 
 
 def _run_child(argv: list[str], deadline: float, stopping: threading.Event) -> tuple[int, bytes | None]:
@@ -174,7 +202,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolation: str = "auto",
-              force: bool = False, reference_root: Path | None = None, extra_checks: Path | None = None) -> int:
+              force: bool = False, reference_root: Path | None = None, extra_checks: Path | None = None,
+              repeat: int = 1) -> int:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -195,16 +224,24 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
                   "the checks built into it)")
     iso = choose_isolation("local" if extra_checks is not None and isolation == "auto" else isolation)
     jobs = jobs or os.cpu_count() or 1
+    if repeat < 1:
+        raise UsageError(f"--repeat {repeat}: at least 1")
     results: dict[Job, Summary] = {}
+    runs: dict[Job, list[Summary | None]] = {}  # --repeat: each job's gradings, made or to make
     todo = []
     for j in todo_all:
         done = None if force else load_done(out, j)
+        if repeat > 1:
+            runs[j] = [None] * repeat if force else load_runs(out, j, repeat)
+            done = done if all(runs[j]) else None
         if done:
             results[j] = done
         else:
             todo.append(j)
+    work = [(j, k) for j in todo for k in (range(1, repeat + 1) if repeat > 1 else [0])
+            if not k or runs[j][k - 1] is None]
     con.print(f"Grading {len(todo)} submission(s) ({len(results)} already graded) with {jobs} job(s), "
-              f"isolation {iso}")
+              f"isolation {iso}" + (f", each {repeat} times ({len(work)} gradings)" if repeat > 1 else ""))
     if iso == "local" and todo:
         from .isolation.local import local_protection
 
@@ -218,17 +255,24 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("ETA"), TimeRemainingColumn(), console=con, transient=False) as bar:
-            task = bar.add_task("grading", total=len(todo))
-            futures: dict[Future[Summary | None], Job] = {
-                pool.submit(grade_one, j, out, iso, reference_root, extra_checks, stopping): j for j in todo}
+            task = bar.add_task("grading", total=len(work))
+            futures: dict[Future[Summary | None], tuple[Job, int]] = {
+                pool.submit(grade_one, j, out, iso, reference_root, extra_checks, stopping, k): (j, k)
+                for j, k in work}
             for f in as_completed(futures):
-                j = futures[f]
+                j, k = futures[f]
                 try:
                     s = f.result()
                 except Exception as e:  # never stop the class for one submission
                     s = ungradable(lab=j.lab, submission=j.label, seconds=0.0, reason=f"batch error: {e!r}")
                 if s is None:
                     continue
+                if k:
+                    runs[j][k - 1] = s
+                    s = record_repeated(out, j, runs[j])
+                    if s is None:
+                        bar.advance(task)
+                        continue
                 results[j] = s
                 note = f"{s.score}/{s.max_score}" if s.gradable else "NOT GRADED"
                 bar.console.print(f"  {j.label}: {note} ({s.seconds:.1f} s)")
@@ -247,6 +291,11 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
             signal.signal(signal.SIGTERM, old_term)
         hand_over(out, todo_all)
     ordered = [(j.student, results[j]) for j in todo_all]
+    if repeat > 1:
+        rows = [r for j in todo_all for r in flickers(j.student, [x for x in load_runs(out, j, repeat) if x])]
+        write_flicker(out / "flicker.csv", rows)
+        con.print(f"Flicker over {repeat} gradings each: {len(rows)} (submission, check) pair(s) not the same "
+                  f"every time; see {shown_path(out / 'flicker.csv')}", highlight=False)
     write_gradebook(out / "gradebook.csv", ordered)
     write_junit(out / "junit.xml", ordered)
     hand_over(out, todo_all)

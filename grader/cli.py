@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
                    "$LABGRADE_REFERENCE_ROOT or the source checkout)")
     g.add_argument("--extra-checks", type=Path, help="a directory of the instructor's own (hidden) check modules")
     g.add_argument("--quiet", action="store_true", help="no table, only the files asked for")
+    g.add_argument("--seed", type=int, help="replay the workload of the grading whose summary records this seed")
     b = sub.add_parser("batch", help="grade ROOT/<student>/<lab>/ for every student")
     b.add_argument("root", type=Path)
     b.add_argument("--out", type=Path, required=True)
@@ -40,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="regrade submissions already graded")
     b.add_argument("--reference-root", type=Path)
     b.add_argument("--extra-checks", type=Path, help="a directory of the instructor's own (hidden) check modules")
+    b.add_argument("--repeat", type=int, default=1, help="grade every submission N times (each with its own seed); "
+                   "writes flicker.csv (what differed) and records the median-score grading")
     h = sub.add_parser("handout", help="write the student bundle: assignments, workspace image, compose file, "
                        "GitHub Classroom workflow (no reference, no hidden checks)")
     h.add_argument("out", type=Path)
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_batch(root=args.root, out=args.out, labs=_ids(args.labs) or [], jobs=args.jobs,
                          isolation=args.isolation, force=args.force, reference_root=args.reference_root,
-                         extra_checks=args.extra_checks)
+                         extra_checks=args.extra_checks, repeat=args.repeat)
     except UsageError as e:
         print(f"labgrade: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -96,7 +99,7 @@ def _grade(args: argparse.Namespace) -> int:
 
     summary = grade(lab=args.lab, submission=args.dir, isolation=args.isolation, only=_ids(args.only),
                     visible_only=args.visible_only, reference_root=args.reference_root,
-                    extra_checks=args.extra_checks)
+                    extra_checks=args.extra_checks, seed=args.seed)
     if args.json:
         summary.write(args.json)
     if args.gradescope:

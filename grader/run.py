@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from . import catalogue, probes
 from .errors import GradingEnvironmentError, ReportError, UsageError
@@ -21,12 +24,15 @@ from .results import Summary
 GRADE_TIMEOUT = 900.0
 STOP_GRACE = 20.0  # s the checks have to tear down (close the sandbox) once asked, before SIGKILL
 USAGE_ERROR = 4  # pytest's exit status for a usage error
+HASH_BUDGET = 256 << 20  # bytes of a submission hashed at most (a gradable one is far smaller)
 
 
 def grade(*, lab: str, submission: Path, isolation: str = "local", only: list[str] | None = None,
           visible_only: bool = False, reference_root: Path | None = None, label: str | None = None,
-          extra_checks: Path | None = None, timeout: float = GRADE_TIMEOUT) -> Summary:
-    """Grade `submission` (a lab directory) and return its summary.
+          extra_checks: Path | None = None, timeout: float = GRADE_TIMEOUT, seed: int | None = None) -> Summary:
+    """Grade `submission` (a lab directory) and return its summary, which records what was graded
+    (provenance): the grader's version, hashes of the lab's catalogue and of the submission's files,
+    and the seed every payload derived from (`seed`: replay that grading's workload; default: drawn).
 
     `extra_checks`: a directory of the instructor's own check modules (pytest modules whose
     tests carry `@pytest.mark.check(id=..., points=..., visibility=...)`; a module-level
@@ -44,6 +50,10 @@ def grade(*, lab: str, submission: Path, isolation: str = "local", only: list[st
     if unknown:
         raise UsageError(f"lab {lab} has no check {', '.join(unknown)}; its checks: {', '.join(sorted(known))}")
     label = label or default_label(submission)
+    seed = secrets.randbits(31) if seed is None else seed
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"--seed {seed}: a whole number from 0 to 2**63 - 1")
+    whence = provenance(lab, submission, seed)
     if isolation == "docker":
         from .isolation import docker as dockeriso
 
@@ -51,16 +61,43 @@ def grade(*, lab: str, submission: Path, isolation: str = "local", only: list[st
             raise UsageError("--extra-checks with --isolation docker: build the checks into the grader image "
                              "(grader/checks/hidden/) instead")
         summary = dockeriso.grade_in_container(lab=lab, submission=submission, only=only,
-                                               visible_only=visible_only, timeout=timeout)
-        return summary.replace(submission=label)
+                                               visible_only=visible_only, timeout=timeout, seed=seed)
+        return summary.replace(submission=label, **whence)
     if isolation != "local":
         raise UsageError(f"unknown isolation {isolation!r}: local or docker")
     if reference_root is None:
         from .session import default_reference_root
 
         reference_root = default_reference_root()  # resolved here, in the caller's working directory
-    return _grade_local(lab, submission.resolve(), only, visible_only, reference_root, label, timeout,
-                        Path(extra_checks).resolve() if extra_checks else None)
+    summary = _grade_local(lab, submission.resolve(), only, visible_only, reference_root, label, timeout,
+                           Path(extra_checks).resolve() if extra_checks else None, seed)
+    return summary.replace(**whence)
+
+
+def provenance(lab: str, submission: Path, seed: int) -> dict[str, Any]:
+    """What a summary records of what it graded: enough to tell two gradings of the same thing
+    apart from gradings of different things, and to replay one (`seed`)."""
+    from . import __version__
+    from .handout import is_build_product
+
+    rows = [[c.id, c.points, c.visibility] for c in catalogue.checks(lab)]
+    files, seen, budget = hashlib.sha256(), 0, HASH_BUDGET
+    for d, dirs, names in os.walk(submission):  # links not followed: a link is its target's name
+        dirs.sort()
+        for name in sorted(names):
+            f = Path(d) / name
+            if name.startswith(".") or is_build_product(f):
+                continue
+            seen += 1
+            if seen > HASH_BUDGET // 4096 or budget <= 0:  # a tree too large to grade: hashed in part
+                files.update(b"\0and more")
+                break
+            body = os.readlink(f).encode() if f.is_symlink() else f.read_bytes()[:budget] if f.is_file() else b""
+            budget -= len(body)
+            files.update(f"{f.relative_to(submission).as_posix()}\0{len(body)}\0".encode() + body)
+    return {"grader_version": __version__, "seed": seed,
+            "catalogue_sha256": hashlib.sha256(json.dumps([lab, rows]).encode()).hexdigest(),
+            "submission_sha256": files.hexdigest()}
 
 
 def default_label(submission: Path) -> str:
@@ -70,7 +107,7 @@ def default_label(submission: Path) -> str:
 
 def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_only: bool,
                  reference_root: Path | None, label: str, timeout: float,
-                 extra_checks: Path | None = None) -> Summary:
+                 extra_checks: Path | None = None, seed: int | None = None) -> Summary:
     t0 = time.monotonic()
     set_subreaper()  # whatever escapes the pytest process comes back to us, and we remove it
     before = {p.pid for p in probes.descendants(os.getpid())}  # the caller's own, never touched
@@ -83,6 +120,8 @@ def _grade_local(lab: str, submission: Path, only: list[str] | None, visible_onl
                 "--json-report", f"--json-report-file={report_path}",
                 "--json-report-omit", "collectors", "log", "streams", "warnings", "keywords",
                 "--lab", lab, "--submission", str(submission), "--private-network"]
+        if seed is not None:
+            argv += ["--seed", str(seed)]
         if extra_checks:
             argv.append(str(extra_checks))
         if only:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
@@ -17,6 +16,7 @@ from ..clients import (
     random_line,
     random_lines,
     read_until_eof_many,
+    rng,
 )
 from ..errors import ProbeInterfered
 from ..harness import Server
@@ -133,7 +133,7 @@ def check_echo(start: Start) -> None:
         if got != line:
             fail("sent a 40-byte line one byte per segment", f"{compare(line, got)}; {state(s)}",
                  rule=ECHO_RULE, hint="a read can return part of a line: keep what came and wait for more")
-        binary = bytes(b for b in random.sample(range(256), 256) if b != 10) + b"\n"
+        binary = bytes(b for b in rng().sample(range(256), 256) if b != 10) + b"\n"
         expect_echo(s, c, binary, "sent one line holding every byte value but '\\n' (NUL and bytes >= 0x80 "
                     "included), 256 bytes with its newline", rule=ECHO_RULE,
                     hint="a line can hold any byte, NUL included: echo the count read returned, never strlen(buf)")

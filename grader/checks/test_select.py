@@ -1,11 +1,10 @@
 """Lab `select`: an event-based concurrent echo server (I/O multiplexing)."""
 from __future__ import annotations
 
-import os
 import time
 
 from .. import probes
-from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines
+from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines, rng
 from ..harness import Server
 from ..output import MiB
 from ..verdict import fail
@@ -110,7 +109,7 @@ def test_stdin(server: Start) -> None:
     s = server()
     clients = served(s, 2, what="they stay connected while a line is typed on the server's terminal")
     try:
-        token = "typed-" + os.urandom(6).hex()
+        token = "typed-" + rng().randbytes(6).hex()
         s.type_line(token)
         if not common.wait_until(lambda: any(token in line for line in s.output.lines()), 2.0):
             fail(f"with 2 clients connected, typed the line {token!r} on the server's terminal (its stdin)",

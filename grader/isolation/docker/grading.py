@@ -31,8 +31,10 @@ from .engine import (
 
 
 def grading_command(*, lab: str, only: list[str] | None = None, visible_only: bool = False,
-                    extra_args: list[str] | None = None) -> list[str]:
+                    extra_args: list[str] | None = None, seed: int | None = None) -> list[str]:
     cmd = ["labgrade", "grade", lab, SUBMISSION_DIR, "--isolation", "local", "--json", SUMMARY_PATH]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
     if only:
         cmd += ["--only", ",".join(only)]
     if visible_only:
@@ -98,7 +100,8 @@ def too_large_summary(*, lab: str, why: str, only: list[str] | None = None,
 
 def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE,
                        only: list[str] | None = None, visible_only: bool = False, timeout: float = 600,
-                       extra_args: list[str] | None = None, session: str | None = None) -> Summary:
+                       extra_args: list[str] | None = None, session: str | None = None,
+                       seed: int | None = None) -> Summary:
     """Grade `submission` (a lab directory on this machine) in a fresh container of `image`
     and return the summary JSON produced inside it, schema-checked. `session` labels the
     container and its volume (default: a fresh id).
@@ -126,7 +129,7 @@ def grade_in_container(*, lab: str, submission: Path, image: str = DEFAULT_IMAGE
                 image, **container_options(session=session, volume=volume.name,
                                            command=grading_command(lab=lab, only=only,
                                                                    visible_only=visible_only,
-                                                                   extra_args=extra_args),
+                                                                   extra_args=extra_args, seed=seed),
                                            environment={UIDS_ENV: ",".join(map(str, uids)), IDLE_ENV: "1"}))
             # out/ first (root, 0700), then the submission; both before the container starts
             if not container.put_archive(GRADING_DIR, out_dir_tar()):
