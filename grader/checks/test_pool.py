@@ -120,7 +120,9 @@ def test_pool_fixed(server: Start) -> None:
     s.stop()
 
     workers, queued = 3, 5
+    fill = SLOTS + 2 - queued  # with the queued: 16 in the buffer, one held by the main thread, one in the listen queue
     s = start(server, workers)
+    base = probes.fd_count(s.pid)
     seen: list[tuple[str, int, int]] = []  # (when, threads, children)
 
     def sample(when: str) -> None:
@@ -134,9 +136,15 @@ def test_pool_fixed(server: Start) -> None:
     for c, ln in zip(waiting, lines, strict=True):
         send_and_end(c, ln)
     sample(f"while {workers} clients were served and {queued} more waited")
+    filling = connect_many(s.port, fill)
+    # the main thread holds the 17th waiting (or a pool that grows when full has grown): 2 s at most
+    wait_until(lambda: probes.fd_count(s.pid) >= base + workers + SLOTS + 1
+               or probes.thread_count(s.pid) != workers + 1, 2.0, 0.005)
+    sample(f"while {workers} clients were served and {queued + fill} more waited (the buffer full)")
     busy[0].close()
     busy[1].reset()
     send_and_end(busy[2], b"")
+    close_all(filling)
     got, _ = read_all(waiting, lines, 4 * PATIENCE)
     close_all(busy)
     lost = unserved(lines, got)
@@ -149,8 +157,10 @@ def test_pool_fixed(server: Start) -> None:
     sample(f"while {workers} new clients were served")
     close_all(again)
     sample("after every client left")
-    did = (f"started `./server PORT {workers}`; served {workers} clients while {queued} more waited; the {workers} "
-           f"left (one closed, one reset, one closed its sending side); then {workers} new clients at once; "
+    did = (f"started `./server PORT {workers}`; served {workers} clients while {queued} more waited (each sent a line "
+           f"and closed its sending side), then while {fill} more silent ones waited too (the buffer full: {SLOTS} in "
+           f"it, one held by the main thread, one in the listen queue); the {workers} left (one closed, one reset, "
+           f"one closed its sending side), and so did the {fill} silent ones; then {workers} new clients at once; "
            "read /proc/PID/task and the children at each step")
     counts = "; ".join(f"{when}: {t} threads" + (f", {k} children" if k else "") for when, t, k in seen)
     wrong = [(when, t, k) for when, t, k in seen if t != workers + 1 or k]
@@ -166,7 +176,8 @@ def test_pool_fixed(server: Start) -> None:
         fail(did, f"expected {workers + 1} threads and no child at every step; {counts}{more}", rule=rule,
              hint=("a worker never ends: it loops for ever taking the next descriptor, and a client's reset or "
                    "error ends that client's echo only (look for return or pthread_exit in the worker's loop)"
-                   if fewer else "make the workers once, at start; never pthread_create or fork per client"))
+                   if fewer else "make the workers once, at start; never pthread_create or fork per client, nor "
+                   "when the buffer is full (the main thread then waits for a free slot)"))
 
 
 @graded(LAB, "bounded")
