@@ -1,6 +1,8 @@
 """Lab `thread`: a thread-based concurrent echo server with shared state."""
 from __future__ import annotations
 
+import os
+import random
 import re
 import subprocess
 import time
@@ -30,6 +32,16 @@ UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyad
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
  test_vs_reference) = common.shared_checks(LAB)
+
+
+def binary_line() -> bytes:
+    """A line of 3-200 bytes ('\\n' included) of random byte values, a NUL and one >= 0x80 among
+    them at random places."""
+    r = random.Random(os.urandom(8))
+    body = [r.choice([b for b in range(256) if b != 10]) for _ in range(r.randint(0, 197))]
+    for byte in (0, r.randint(0x80, 0xFF)):
+        body.insert(r.randrange(len(body) + 1), byte)
+    return bytes(body) + b"\n"
 
 
 @graded(LAB, "thread-per-client")
@@ -136,6 +148,8 @@ def test_counter(server: Start) -> None:
     clients = connect_many(s.port, 16)
     try:
         payloads = [random_lines(30, 1, 200) for _ in clients]
+        for p in payloads:  # one line each of bytes a C string cannot hold: N is the count read, not strlen
+            p[random.randrange(len(p))] = binary_line()
         data = [b"".join(p) for p in payloads]
         got = echo_many(clients, data, 10.0, stall=PATIENCE, judge=Watch(s))
     finally:
@@ -143,13 +157,14 @@ def test_counter(server: Start) -> None:
     if got != data:
         bad = [i for i, (g, d) in enumerate(zip(got, data, strict=True)) if g != d]
         why = clients[bad[0]].error or "waited 10 s"
-        fail("16 clients at once each sent 30 lines; the grader waits up to 10 s for all the echo, as long as some "
-             f"comes back at least every {PATIENCE:.0f} s",
+        fail("16 clients at once each sent 30 lines (one of them holding NUL bytes and bytes >= 0x80); the grader "
+             f"waits up to 10 s for all the echo, as long as some comes back at least every {PATIENCE:.0f} s",
              f"{len(bad)} of them did not get their echo back (client {bad[0] + 1}: {why}); {state(s)}",
              rule="every byte a client sends comes back", hint="make `echo` and `concurrency` pass first")
     lengths = [len(line) for p in payloads for line in p]
     total = sum(lengths)
-    did = (f"16 clients at once each sent 30 lines of 1-200 bytes ({len(lengths)} lines, {total} bytes in all); "
+    did = (f"16 clients at once each sent 30 lines of 1-200 bytes, one of them holding NUL bytes and bytes >= 0x80 "
+           f"({len(lengths)} lines, {total} bytes in all); "
            "then read every `server received N (T total) bytes on fd F` line the server printed")
     rule = ("after it echoes a line the server prints exactly `server received N (T total) bytes on fd F`, "
             "N the line's length, T the shared count just after adding N, kept under a lock")
@@ -170,7 +185,8 @@ def test_counter(server: Start) -> None:
     if wrong_count:
         problems.append(f"{len(recs)} log lines for {len(lengths)} lines sent")
     if wrong_sizes:
-        problems.append("the N values are not the lengths of the lines sent (N counts the '\\n')")
+        problems.append("the N values are not the lengths of the lines sent (N counts the '\\n'; each client "
+                        "sent one line holding NUL bytes and bytes >= 0x80)")
     ordered = sorted(recs, key=lambda r: r[1])
     prev = 0
     for n, t, fd in ordered:
@@ -185,7 +201,8 @@ def test_counter(server: Start) -> None:
     if problems:
         if wrong_count or wrong_sizes:
             hint = ("print one log line per line echoed, after echoing it, with N the number of bytes of that line "
-                    "(as rio_readlineb returned it, '\\n' included), not one per read or per connection")
+                    "(as rio_readlineb returned it, '\\n' included, never strlen(buf): a line may hold NUL bytes), "
+                    "not one per read or per connection")
         else:
             hint = ("protect the shared count with one global mutex: lock, add N, copy the total into a local, "
                     "unlock, then print the local (a lock per thread or per connection protects nothing)")
