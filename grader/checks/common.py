@@ -196,12 +196,24 @@ def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02,
         time.sleep(step)
 
 
-def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -> None:
+def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None, *, flood_reset: bool = False) -> None:
+    """flood_reset: the first wave has one more client, which sends lines without reading until the
+    server takes no more (it is owed echo), then resets: the server's next write to it fails."""
     s = start()
     pid = s.pid
     base = fd_targets(pid)
     unclosed: list[Client] = []  # of the clients that ended their input, those whose connection stayed open
-    for _ in range(3):
+    waves = ("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side)"
+             + ("; in the first, one more client sent MiBs without reading its echo until the server took no "
+                "more, then reset, so that the server's next write to it failed" if flood_reset else ""))
+    for wave in range(3):
+        if flood_reset and wave == 0:
+            from .slow_reader import Flood  # it builds on this module
+
+            flooder = Client(s.port)
+            if flooder.sock is not None:
+                Flood().send(flooder.sock, limit=32 * 1024 * 1024, seconds=1.5, stall=0.2)
+            flooder.reset()
         clients = served(s, 10, what="a wave of clients, to see whether their descriptors are released")
         ending = []
         for k, c in enumerate(clients):
@@ -219,8 +231,7 @@ def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -
     watch = Watch(s)
     released = wait_until(lambda: probes.fd_count(pid) <= len(base), PATIENCE, give_up=watch.quiet)
     if not s.alive():  # a dead server holds no descriptor: that is no proof of releasing them
-        fail("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side)",
-             state(s), rule="the server releases a connection's descriptor when its client is done, and keeps "
+        fail(waves, state(s), rule="the server releases a connection's descriptor when its client is done, and keeps "
              "serving", hint="make `robust-disconnect` pass first: a client's reset must not end the server")
     if not released:
         now = fd_targets(pid)
@@ -232,12 +243,11 @@ def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -
         left = (f"; {len(unclosed)} connections whose client had closed its sending side were not closed "
                 f"({unclosed[0].error or f'waited {PATIENCE:.0f} s'}), so the waves after it did not wait for theirs"
                 if unclosed else "")
-        fail("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side) "
-             f"and {waited}",
+        fail(f"{waves}{'; then' if flood_reset else ' and'} {waited}",
              f"the server (pid {pid}) had {len(base)} descriptors before and {len(now)} after: {listing}{left}",
              rule="the server releases a connection's descriptor when its client is done",
-             hint="close the connected descriptor on every path out of a connection (EOF, errors, resets); "
-             "see them with `ls -l /proc/PID/fd`")
+             hint="close the connected descriptor on every path out of a connection (EOF, errors, resets"
+             + (", a write that fails" if flood_reset else "") + "); see them with `ls -l /proc/PID/fd`")
 
 
 def check_robust_disconnect(start: Start) -> None:
@@ -315,10 +325,13 @@ class SharedChecks(NamedTuple):
     test_vs_reference: Callable[..., None]
 
 
-def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8) -> SharedChecks:
+def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
+                  fd_leak_flood: bool = False) -> SharedChecks:
     """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
     (points and visibility from the catalogue). Every server they start, the reference's too, is
-    `./server PORT ARGS...`; `concurrency` connects `concurrent` clients at once."""
+    `./server PORT ARGS...`; `concurrency` connects `concurrent` clients at once; with
+    `fd_leak_flood`, `fd-leak`'s first wave has a client that resets while it is owed echo
+    (check_fd_leak's flood_reset: in lab select, where the server owns each write's failure)."""
 
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
@@ -336,7 +349,7 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8) ->
         check_concurrency(started(server), concurrent)
 
     def test_fd_leak(server: Start) -> None:
-        check_fd_leak(started(server))
+        check_fd_leak(started(server), flood_reset=fd_leak_flood)
 
     def test_robust_disconnect(server: Start) -> None:
         check_robust_disconnect(started(server))

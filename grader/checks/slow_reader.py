@@ -48,8 +48,8 @@ def keeps_partial_lines(s: Server, c: Client) -> bool:
 class Flood:
     """A stream of random lines, one chunk repeated, so that what was sent needs no copy to be checked."""
 
-    def __init__(self) -> None:
-        self.chunk = b"".join(random_lines(2000, 60, 130))
+    def __init__(self, chunk: bytes = b"") -> None:
+        self.chunk = chunk or b"".join(random_lines(2000, 60, 130))  # lines, the last one whole
         self.sent = 0
 
     def send(self, sock: socket.socket, *, limit: int, seconds: float, stall: float) -> int:

@@ -1,13 +1,15 @@
 """Lab `thread`: a thread-based concurrent echo server with shared state."""
 from __future__ import annotations
 
+import os
+import random
 import re
 import subprocess
 import time
 from collections import Counter
 
 from .. import probes
-from ..clients import close_all, connect_many, echo_many, random_lines
+from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines
 from ..errors import GradingEnvironmentError
 from ..harness import Server
 from ..output import MiB
@@ -16,12 +18,14 @@ from ..verdict import fail
 from . import common, graded, tsan
 from .blocked import Watch
 from .common import PATIENCE, Start, served, state, wait_until
+from .slow_reader import Flood
 
 LAB = "thread"
 # A prethreaded pool of 32 workers is legal: never more clients at once than that. The other
 # checks stay a little below it; thread-per-client uses exactly POOL to require the 32 workers.
 POOL = 32
 WAVE = 28
+SLOW_LINE = 8000  # counter's slow reader's lines: no other line it sends is as long
 LOG = re.compile(r"server received (\d+) \((\d+) total\) bytes on fd (\d+)\s*$")
 UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyaddr": "getnameinfo",
           "strtok": "strtok_r", "ctime": "ctime_r", "asctime": "asctime_r", "localtime": "localtime_r",
@@ -30,6 +34,16 @@ UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyad
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
  test_vs_reference) = common.shared_checks(LAB)
+
+
+def binary_line() -> bytes:
+    """A line of 3-200 bytes ('\\n' included) of random byte values, a NUL and one >= 0x80 among
+    them at random places."""
+    r = random.Random(os.urandom(8))
+    body = [r.choice([b for b in range(256) if b != 10]) for _ in range(r.randint(0, 197))]
+    for byte in (0, r.randint(0x80, 0xFF)):
+        body.insert(r.randrange(len(body) + 1), byte)
+    return bytes(body) + b"\n"
 
 
 @graded(LAB, "thread-per-client")
@@ -133,23 +147,43 @@ def test_connfd_race(server: Start) -> None:
 @graded(LAB, "counter")
 def test_counter(server: Start) -> None:
     s = server()
+    # A slow reader first: it sends lines without reading their echo until the server stops taking
+    # them (its thread is then blocked writing the echo), and stays connected while the 16 clients
+    # are served: a thread that writes while holding the count's lock makes every other thread wait.
+    # Its lines are longer than any other, so its log lines are told apart; the line its thread may
+    # have counted and not logged (blocked in that echo's write) is allowed as one gap in the totals.
+    slow = Client(s.port)
+    flood = Flood(b"".join(random_line(SLOW_LINE) for _ in range(8)))
+    flooded = flood.send(slow.sock, limit=64 * MiB, seconds=1.5, stall=0.2) if slow.sock else 0
     clients = connect_many(s.port, 16)
     try:
         payloads = [random_lines(30, 1, 200) for _ in clients]
+        for p in payloads:  # one line each of bytes a C string cannot hold: N is the count read, not strlen
+            p[random.randrange(len(p))] = binary_line()
         data = [b"".join(p) for p in payloads]
         got = echo_many(clients, data, 10.0, stall=PATIENCE, judge=Watch(s))
+        if got != data:
+            bad = [i for i, (g, d) in enumerate(zip(got, data, strict=True)) if g != d]
+            why = clients[bad[0]].error or "waited 10 s"
+            fail(f"a first client sent {flooded / MiB:.1f} MiB of {SLOW_LINE}-byte lines without reading its echo, "
+                 "until the server took no more, and stayed connected; then 16 clients at once each sent 30 lines "
+                 "(one of them holding NUL bytes and bytes >= 0x80); the grader waits up to 10 s for all the echo, "
+                 f"as long as some comes back at least every {PATIENCE:.0f} s",
+                 f"{len(bad)} of them did not get their echo back (client {bad[0] + 1}: {why}); {state(s)}",
+                 rule="every byte a client sends comes back; holding the lock is kept short",
+                 hint="make `echo` and `concurrency` pass first. Then: a thread must not hold the count's lock "
+                      "while it writes the echo: the first client never reads, so its thread's write blocks, "
+                      "and every thread waiting for the lock waits with it; lock only around the addition")
+    except BaseException:
+        slow.close()
+        raise
     finally:
         close_all(clients)
-    if got != data:
-        bad = [i for i, (g, d) in enumerate(zip(got, data, strict=True)) if g != d]
-        why = clients[bad[0]].error or "waited 10 s"
-        fail("16 clients at once each sent 30 lines; the grader waits up to 10 s for all the echo, as long as some "
-             f"comes back at least every {PATIENCE:.0f} s",
-             f"{len(bad)} of them did not get their echo back (client {bad[0] + 1}: {why}); {state(s)}",
-             rule="every byte a client sends comes back", hint="make `echo` and `concurrency` pass first")
     lengths = [len(line) for p in payloads for line in p]
     total = sum(lengths)
-    did = (f"16 clients at once each sent 30 lines of 1-200 bytes ({len(lengths)} lines, {total} bytes in all); "
+    did = (f"a first client sent {flooded / MiB:.1f} MiB of {SLOW_LINE}-byte lines without reading; then 16 clients "
+           "at once each sent 30 lines of 1-200 bytes, one of them holding NUL bytes and bytes >= 0x80 "
+           f"({len(lengths)} lines, {total} bytes in all); "
            "then read every `server received N (T total) bytes on fd F` line the server printed")
     rule = ("after it echoes a line the server prints exactly `server received N (T total) bytes on fd F`, "
             "N the line's length, T the shared count just after adding N, kept under a lock")
@@ -157,8 +191,15 @@ def test_counter(server: Start) -> None:
     def records() -> list[tuple[int, int, int]]:
         return [(int(m[1]), int(m[2]), int(m[3])) for m in map(LOG.search, s.output.lines()) if m]
 
-    wait_until(lambda: len(records()) >= len(lengths), 3.0)
-    recs = records()
+    def theirs(recs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        return [r for r in recs if r[0] != SLOW_LINE]  # the 16 clients' log lines
+
+    try:  # the slow reader stays until the log is read: at its end its thread may log a partial line
+        wait_until(lambda: len(theirs(records())) >= len(lengths), 3.0)
+        everything = records()
+    finally:
+        slow.close()
+    recs = theirs(everything)
     if not recs:
         near = [ln for ln in s.output.lines() if "received" in ln][:3]
         fail(did, "no line matching `server received N (T total) bytes on fd F` was printed"
@@ -170,22 +211,28 @@ def test_counter(server: Start) -> None:
     if wrong_count:
         problems.append(f"{len(recs)} log lines for {len(lengths)} lines sent")
     if wrong_sizes:
-        problems.append("the N values are not the lengths of the lines sent (N counts the '\\n')")
-    ordered = sorted(recs, key=lambda r: r[1])
-    prev = 0
+        problems.append("the N values are not the lengths of the lines sent (N counts the '\\n'; each client "
+                        "sent one line holding NUL bytes and bytes >= 0x80)")
+    ordered = sorted(everything, key=lambda r: r[1])
+    prev, gap = 0, 0
     for n, t, fd in ordered:
-        if t != prev + n:
-            dup = sum(1 for r in recs if r[1] == t)
+        if t == prev + n + SLOW_LINE and not gap:
+            gap = SLOW_LINE  # the slow reader's line counted before its echo, which is still blocked
+        elif t != prev + n:
+            dup = sum(1 for r in ordered if r[1] == t)
             problems.append(f"after total {prev}, the next total printed is {t} for N={n} on fd {fd} (expected "
                             f"{prev + n})" + (f"; total {t} was printed {dup} times" if dup > 1 else ""))
             break
         prev = t
-    if ordered and ordered[-1][1] != total:
-        problems.append(f"the last total is {ordered[-1][1]}, but the clients sent {total} bytes")
+    slow_bytes = SLOW_LINE * (len(everything) - len(recs)) + gap
+    if ordered and ordered[-1][1] != total + slow_bytes:
+        problems.append(f"the last total is {ordered[-1][1]}, but the clients sent {total} bytes"
+                        + (f" and the first client {slow_bytes} bytes in lines it counted" if slow_bytes else ""))
     if problems:
         if wrong_count or wrong_sizes:
             hint = ("print one log line per line echoed, after echoing it, with N the number of bytes of that line "
-                    "(as rio_readlineb returned it, '\\n' included), not one per read or per connection")
+                    "(as rio_readlineb returned it, '\\n' included, never strlen(buf): a line may hold NUL bytes), "
+                    "not one per read or per connection")
         else:
             hint = ("protect the shared count with one global mutex: lock, add N, copy the total into a local, "
                     "unlock, then print the local (a lock per thread or per connection protects nothing)")
