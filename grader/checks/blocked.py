@@ -186,6 +186,14 @@ class Watch:
                 tasks[(pid, int(tid))] = what
         return Sample(time.monotonic(), tasks, cpu, asleep and bool(tasks))
 
+    def in_write(self) -> bool | None:
+        """Whether some task of the server sleeps in a write to a socket now; None when the grader
+        cannot tell (not root, or the tasks' calls unreadable)."""
+        sample = self._sample() if self.usable else None
+        if sample is None or not self.usable:
+            return None
+        return any(what.split(" on fd")[0] in WRITES for what in sample.tasks.values())
+
     def _syscalls(self, paths: list[str]) -> dict[str, str] | None:
         """The text of each task's `syscall` file (those gone are left out). They need CAP_SYS_PTRACE
         or the task's own uid: without the capability (a container, the docker isolation), root reads
