@@ -29,6 +29,7 @@ import struct
 import termios
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,13 +187,16 @@ class Watch:
                 tasks[(pid, int(tid))] = what
         return Sample(time.monotonic(), tasks, cpu, asleep and bool(tasks))
 
-    def in_write(self) -> bool | None:
-        """Whether some task of the server sleeps in a write to a socket now; None when the grader
-        cannot tell (not root, or the tasks' calls unreadable)."""
+    def owes(self, client_port: int) -> bool | None:
+        """Whether the server sleeps (every task in an untimed call) while this client's input waits
+        unread on the server's side: it no longer reads that client, so its next call on that
+        connection is a write (blocked already, or waiting for room). None when the grader cannot
+        tell (not root, or the tasks' calls unreadable)."""
         sample = self._sample() if self.usable else None
         if sample is None or not self.usable:
             return None
-        return any(what.split(" on fd")[0] in WRITES for what in sample.tasks.values())
+        conn = connections(self.s.port)[0].get(client_port)
+        return sample.asleep and conn is not None and conn.rx > 0
 
     def _syscalls(self, paths: list[str]) -> dict[str, str] | None:
         """The text of each task's `syscall` file (those gone are left out). They need CAP_SYS_PTRACE
@@ -296,3 +300,18 @@ class Watch:
                              for (pid, tid), what in sorted(tasks.items()))
         counts = Counter(what.split(" on fd")[0] for what in tasks.values())
         return f"{len(tasks)} threads: " + ", ".join(f"{n} in {w}" for w, n in counts.most_common())
+
+
+def flood_until_owed(s: Server, client_port: int, flood: Callable[[float], int], seconds: float = 3.0) -> int:
+    """Run `flood(seconds_left)` (a sender that never reads and stops once the server stops taking
+    what it sends) until the server is seen owing that client echo it cannot write (Watch.owes) or
+    `seconds` pass: a server paused by a loaded machine also stops taking for a moment, and is not
+    yet blocked. Returns what the last flood returned (the bytes sent)."""
+    watch, until, before = Watch(s), time.monotonic() + seconds, -1
+    while True:
+        sent = flood(max(0.1, until - time.monotonic()))
+        if watch.owes(client_port) is not False or time.monotonic() >= until:
+            return sent
+        if sent == before:  # nothing taken (or the flood's own limit reached): no need to look at once
+            time.sleep(0.05)
+        before = sent

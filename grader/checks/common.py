@@ -23,7 +23,7 @@ from ..harness import Server
 from ..session import GradingSession
 from ..verdict import fail
 from . import graded
-from .blocked import BLOCKED_FOR, Watch
+from .blocked import BLOCKED_FOR, Watch, flood_until_owed
 
 # The contract promises an echo within 2 s; we wait longer so that a loaded machine never
 # fails a correct server, while a server that never answers fails all the same. A wait ends
@@ -210,9 +210,11 @@ def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None, *
         if flood_reset and wave == 0:
             from .slow_reader import Flood  # it builds on this module
 
-            flooder = Client(s.port)
-            if flooder.sock is not None:
-                Flood().send(flooder.sock, limit=32 * 1024 * 1024, seconds=1.5, stall=0.2)
+            flooder, flood = Client(s.port), Flood()
+            sock = flooder.sock
+            if sock is not None:
+                flood_until_owed(s, flooder.local_port, functools.partial(
+                    lambda left, f, k: f.send(k, limit=32 * 1024 * 1024, seconds=left, stall=0.2), f=flood, k=sock))
             flooder.reset()
         clients = served(s, 10, what="a wave of clients, to see whether their descriptors are released")
         ending = []

@@ -10,6 +10,7 @@ from .. import probes
 from ..clients import Client, random_line
 from ..harness import Server
 from ..output import MiB
+from .blocked import flood_until_owed
 from .common import PATIENCE, wait_until
 
 
@@ -33,7 +34,7 @@ def send_and_end(c: Client, data: bytes) -> None:
     c.shutdown_write()
 
 
-def reset_while_written(c: Client, quiet: float = 0.2, limit: int = 256 * MiB) -> int:
+def reset_while_written(s: Server, c: Client, quiet: float = 0.2, limit: int = 256 * MiB) -> int:
     """Send lines on `c` without reading until a send makes no progress for `quiet` seconds (`limit` bytes
     at most), then reset: the worker, whose echoes fill both sides' buffers, is then blocked writing one,
     and its write fails whatever it does next (a reset met by a read instead is the other way to leave).
@@ -43,19 +44,26 @@ def reset_while_written(c: Client, quiet: float = 0.2, limit: int = 256 * MiB) -
         return 0
     data = random_line(1024) * 64
     sent = 0
-    sock.setblocking(False)
-    with selectors.DefaultSelector() as sel:
-        sel.register(sock, selectors.EVENT_WRITE)
-        while sent < limit:
-            try:
-                sent += sock.send(data)
-                continue
-            except BlockingIOError:
-                pass
-            except OSError:
-                break
-            if not sel.select(quiet):
-                break
+
+    def flood(left: float) -> int:
+        nonlocal sent
+        deadline = time.monotonic() + left
+        sock.setblocking(False)
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_WRITE)
+            while sent < limit and time.monotonic() < deadline:
+                try:
+                    sent += sock.send(data)
+                    continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+                if not sel.select(quiet):
+                    break
+        return sent
+
+    flood_until_owed(s, c.local_port, flood)  # its worker is then seen blocked in the echo's write
     c.reset()
     return sent
 

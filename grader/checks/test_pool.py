@@ -69,7 +69,7 @@ def test_pool_fixed(server: Start) -> None:
     wait_until(lambda: probes.fd_count(s.pid) >= base + workers + SLOTS + 1
                or probes.thread_count(s.pid) != workers + 1, 2.0, 0.005)
     sample(f"while {workers} clients were served and {queued + fill} more waited (the buffer full)")
-    reset_while_written(busy[0])
+    reset_while_written(s, busy[0])
     busy[1].reset()
     send_and_end(busy[2], b"")
     close_all(filling)

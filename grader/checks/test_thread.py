@@ -14,7 +14,7 @@ from ..output import MiB
 from ..session import GradingSession
 from ..verdict import fail
 from . import common, graded, tsan
-from .blocked import Watch
+from .blocked import Watch, flood_until_owed
 from .common import PATIENCE, Start, served, state, wait_until
 from .slow_reader import Flood
 
@@ -152,11 +152,9 @@ def test_counter(server: Start) -> None:
     # have counted and not logged (blocked in that echo's write) is allowed as one gap in the totals.
     slow = Client(s.port)
     flood = Flood(b"".join(random_line(SLOW_LINE) for _ in range(8)))
-    flooded, watch, until = 0, Watch(s), time.monotonic() + 3.0
-    while slow.sock:  # until its thread is seen in the echo's write: a pause of the server is no stall
-        flooded = flood.send(slow.sock, limit=64 * MiB, seconds=1.5, stall=0.2)
-        if watch.in_write() is not False or flooded >= 64 * MiB or time.monotonic() > until:
-            break
+    sock = slow.sock
+    flooded = flood_until_owed(s, slow.local_port, lambda left: flood.send(sock, limit=64 * MiB, seconds=left,
+                                                                           stall=0.2)) if sock else 0
     clients = connect_many(s.port, 16)
     try:
         payloads = [random_lines(30, 1, 200) for _ in clients]
