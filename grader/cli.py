@@ -56,6 +56,10 @@ def parser() -> argparse.ArgumentParser:
                    "$LABGRADE_REFERENCE_ROOT or the source checkout)")
     z.add_argument("--extra-checks", type=Path, help="the instructor's hidden check modules, graded on Gradescope")
     z.add_argument("--timeout", type=float, default=540.0, help="seconds one grading may take (default 540)")
+    d = sub.add_parser("diff", help="what a regrade changed between two batch outputs (exit 1 when anything did)")
+    d.add_argument("old", type=Path, help="the earlier `labgrade batch --out` directory")
+    d.add_argument("new", type=Path, help="the later one")
+    d.add_argument("--csv", type=Path, help="also write every change here")
     c = sub.add_parser("classroom", help="GitHub Classroom: points of graded labs (`Points N/M`, reporter output)")
     c.add_argument("labs", nargs="+", choices=labs)
     c.add_argument("--results-dir", type=Path, required=True, help="holds LAB.json written by `labgrade grade --json`")
@@ -72,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             return _handout(args)
         if args.command == "gradescope":
             return _gradescope(args)
+        if args.command == "diff":
+            from .diff import run_diff
+
+            return run_diff(args.old, args.new, args.csv)
         if args.command == "classroom":
             from .handout import classroom_report
 
