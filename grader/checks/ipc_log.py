@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import mqueues, probes
 from ..clients import Client, close_all, compare, connect_many, echo_many, random_lines
 from ..errors import GradingEnvironmentError, ProbeError
-from ..harness import Server
+from ..harness import BuildResult, Server
 from ..isolation.local import message_queues_in
 from ..verdict import fail
 from . import processes
@@ -60,6 +60,29 @@ def queues_of(pids: list[int]) -> set[str]:
 
 def log_path(s: Server) -> Path:
     return s.build.directory / LOG
+
+
+def seed_log(b: BuildResult, content: bytes | None) -> None:
+    """Before a server starts in b's directory: no echo.log there, or one holding `content`, owned by
+    the uid the server runs as (it must be able to append), made anew (never through a link left there)."""
+    path = b.directory / LOG
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        if content is None:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            sb = b.sandbox
+            if sb is not None and sb.uid is not None:
+                os.fchown(fd, sb.uid, sb.gid if sb.gid is not None else sb.uid)
+            rest = memoryview(content)
+            while rest:
+                rest = rest[os.write(fd, rest):]
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise GradingEnvironmentError(f"cannot prepare {path}: {e}") from e
 
 
 def read_log(s: Server) -> bytes:
