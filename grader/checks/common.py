@@ -196,10 +196,27 @@ def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02,
         time.sleep(step)
 
 
-def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -> None:
+class Held(NamedTuple):
+    """Another process of the server whose descriptors `fd-leak` compares too (a lab's `also`)."""
+    pid: int
+    who: str   # "the logger"
+    rule: str
+    hint: str
+    settle: Callable[[], None] | None = None  # before each count: returns once it has done the work asked so far
+
+
+def check_fd_leak(start: Start, also: Callable[[Server], Sequence[Held]] | None = None) -> None:
+    """The first process's descriptors back to their count once 3 waves of clients have left; and those
+    of each process `also` names (asked once the server has started), counted, settled, before the waves
+    and after."""
     s = start()
     pid = s.pid
     base = fd_targets(pid)
+    others = []
+    for h in also(s) if also else []:
+        if h.settle:
+            h.settle()
+        others.append((h, fd_targets(h.pid)))
     unclosed: list[Client] = []  # of the clients that ended their input, those whose connection stayed open
     for _ in range(3):
         clients = served(s, 10, what="a wave of clients, to see whether their descriptors are released")
@@ -238,6 +255,25 @@ def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None) -
              rule="the server releases a connection's descriptor when its client is done",
              hint="close the connected descriptor on every path out of a connection (EOF, errors, resets); "
              "see them with `ls -l /proc/PID/fd`")
+    for h, before in others:  # the first process released its own: no client is left to wait for
+        if h.settle:
+            h.settle()
+        if wait_until(functools.partial(_at_most, h.pid, len(before)), PATIENCE, give_up=watch.quiet):
+            continue
+        now = fd_targets(h.pid)
+        extra = {fd: t for fd, t in now.items() if before.get(fd) != t}
+        kinds: dict[str, list[int]] = {}
+        for fd, t in sorted(extra.items()):
+            kinds.setdefault(t, []).append(fd)
+        listing = "; ".join(f"{len(fds)} to {t} (fd {', '.join(map(str, fds[:6]))}{', ...' if len(fds) > 6 else ''})"
+                            for t, fds in sorted(kinds.items(), key=lambda k: -len(k[1]))[:4])
+        fail("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side) "
+             f"and waited up to {PATIENCE:.0f} s", f"{h.who} (pid {h.pid}) had {len(before)} descriptors before the "
+             f"waves and {len(now)} after: {listing}", rule=h.rule, hint=h.hint)
+
+
+def _at_most(pid: int, n: int) -> bool:
+    return probes.fd_count(pid) <= n
 
 
 def check_robust_disconnect(start: Start) -> None:
@@ -315,10 +351,12 @@ class SharedChecks(NamedTuple):
     test_vs_reference: Callable[..., None]
 
 
-def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8) -> SharedChecks:
+def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
+                  fd_also: Callable[[Server], Sequence[Held]] | None = None) -> SharedChecks:
     """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
     (points and visibility from the catalogue). Every server they start, the reference's too, is
-    `./server PORT ARGS...`; `concurrency` connects `concurrent` clients at once."""
+    `./server PORT ARGS...`; `concurrency` connects `concurrent` clients at once; `fd-leak` also
+    compares the descriptors of the processes `fd_also` names (check_fd_leak's `also`)."""
 
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
@@ -336,7 +374,7 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8) ->
         check_concurrency(started(server), concurrent)
 
     def test_fd_leak(server: Start) -> None:
-        check_fd_leak(started(server))
+        check_fd_leak(started(server), fd_also)
 
     def test_robust_disconnect(server: Start) -> None:
         check_robust_disconnect(started(server))

@@ -1,6 +1,7 @@
 """Lab `ipc`: a process-based echo server that logs every line through one logger process.
 
-The fork lab's checks (the logger is not a client's child: `client_children`), and the log's:
+The fork lab's checks (the logger is not a client's child: `client_children`; `fd-leak` counts the
+logger's descriptors too: `logger_fds`), and the log's:
 `logger`, `log-complete`, `log-intact`, `channel-ends`, `shutdown`. The server runs in its build
 directory, where it writes `echo.log`; each server of this lab starts without one (the module's
 `server` fixture removes it; `log-complete`'s starts with one line in it, which must stay) and with
@@ -33,6 +34,7 @@ from .ipc_log import (
     counts,
     ipc_namespace,
     log_path,
+    logger_fds,
     loggers,
     no_log,
     process_tree,
@@ -49,7 +51,7 @@ LAB = "ipc"
 
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
- test_vs_reference) = common.shared_checks(LAB)
+ test_vs_reference) = common.shared_checks(LAB, fd_also=logger_fds)
 (test_process_per_client, test_zombies, test_child_exit, test_listenfd_closed,
  test_accept_eintr) = processes.process_checks(LAB, client_children=client_children)
 
