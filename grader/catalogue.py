@@ -93,7 +93,8 @@ _SPECIFIC["ipc"] = _SPECIFIC["fork"] + [
     ("logger", "there is not exactly one logger process, made before the first client and alive as long as "
                "the server, or a process other than the logger opens `echo.log`"),
     ("log-complete", "a line echoed to a client is missing from `echo.log` 1 s after its echo, or appears more "
-                     "than once, or one client's lines are out of order"),
+                     "than once, or one client's lines are out of order, or what `echo.log` held before the server "
+                     "started is gone"),
     ("log-intact", "lines from clients sending at the same time (byte by byte, and in bursts of lines up to 4096 "
                    "bytes) are torn or interleaved in `echo.log`"),
     ("channel-ends", "a process holds a channel end it does not use (the logger a write end, the parent or a "

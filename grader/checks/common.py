@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from .. import probes
 from ..clients import (
@@ -23,7 +23,10 @@ from ..harness import Server
 from ..session import GradingSession
 from ..verdict import fail
 from . import graded
-from .blocked import BLOCKED_FOR, Watch, flood_until_owed
+from .blocked import Watch
+
+if TYPE_CHECKING:
+    from .fd_leak import Held
 
 # The contract promises an echo within 2 s; we wait longer so that a loaded machine never
 # fails a correct server, while a server that never answers fails all the same. A wait ends
@@ -196,62 +199,6 @@ def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02,
         time.sleep(step)
 
 
-def check_fd_leak(start: Start, pid_of: Callable[[Server], int] | None = None, *, flood_reset: bool = False) -> None:
-    """flood_reset: the first wave has one more client, which sends lines without reading until the
-    server takes no more (it is owed echo), then resets: the server's next write to it fails."""
-    s = start()
-    pid = s.pid
-    base = fd_targets(pid)
-    unclosed: list[Client] = []  # of the clients that ended their input, those whose connection stayed open
-    waves = ("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side)"
-             + ("; in the first, one more client sent MiBs without reading its echo until the server took no "
-                "more, then reset, so that the server's next write to it failed" if flood_reset else ""))
-    for wave in range(3):
-        if flood_reset and wave == 0:
-            from .slow_reader import Flood  # it builds on this module
-
-            flooder, flood = Client(s.port), Flood()
-            sock = flooder.sock
-            if sock is not None:
-                flood_until_owed(s, flooder.local_port, functools.partial(
-                    lambda left, f, k: f.send(k, limit=32 * 1024 * 1024, seconds=left, stall=0.2), f=flood, k=sock))
-            flooder.reset()
-        clients = served(s, 10, what="a wave of clients, to see whether their descriptors are released")
-        ending = []
-        for k, c in enumerate(clients):
-            if k % 3 == 0:
-                c.reset()          # some leave abruptly
-            elif k % 3 == 1:
-                c.shutdown_write()  # some end their input first, and wait for the server to close
-                ending.append(c)
-            else:
-                c.close()
-        if not unclosed:  # a server that left them open once is not waited for again
-            ends = read_until_eof_many(ending, PATIENCE, judge=Watch(s))
-            unclosed = [c for c, (_, closed) in zip(ending, ends, strict=True) if not closed]
-        close_all(ending)
-    watch = Watch(s)
-    released = wait_until(lambda: probes.fd_count(pid) <= len(base), PATIENCE, give_up=watch.quiet)
-    if not s.alive():  # a dead server holds no descriptor: that is no proof of releasing them
-        fail(waves, state(s), rule="the server releases a connection's descriptor when its client is done, and keeps "
-             "serving", hint="make `robust-disconnect` pass first: a client's reset must not end the server")
-    if not released:
-        now = fd_targets(pid)
-        extra = {fd: t for fd, t in now.items() if base.get(fd) != t}
-        listing = ", ".join(f"fd {fd} -> {t}" for fd, t in sorted(extra.items())[:12])
-        waited = (f"waited {PATIENCE:.0f} s" if watch.asleep_for() < BLOCKED_FOR else
-                  f"waited {watch.asleep_for():.1f} s, until every process and thread of the server slept in a call "
-                  f"that only a client can end ({watch.sleeping()}): nothing more would be released")
-        left = (f"; {len(unclosed)} connections whose client had closed its sending side were not closed "
-                f"({unclosed[0].error or f'waited {PATIENCE:.0f} s'}), so the waves after it did not wait for theirs"
-                if unclosed else "")
-        fail(f"{waves}{'; then' if flood_reset else ' and'} {waited}",
-             f"the server (pid {pid}) had {len(base)} descriptors before and {len(now)} after: {listing}{left}",
-             rule="the server releases a connection's descriptor when its client is done",
-             hint="close the connected descriptor on every path out of a connection (EOF, errors, resets"
-             + (", a write that fails" if flood_reset else "") + "); see them with `ls -l /proc/PID/fd`")
-
-
 def check_robust_disconnect(start: Start) -> None:
     s = start()
     rule = ("a client that resets its connection, or vanishes mid-line or while the server is writing to it, "
@@ -328,12 +275,14 @@ class SharedChecks(NamedTuple):
 
 
 def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
-                  fd_leak_flood: bool = False) -> SharedChecks:
+                  fd_leak_flood: bool = False,
+                  fd_also: Callable[[Server], Sequence[Held]] | None = None) -> SharedChecks:
     """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
     (points and visibility from the catalogue). Every server they start, the reference's too, is
     `./server PORT ARGS...`; `concurrency` connects `concurrent` clients at once; with
     `fd_leak_flood`, `fd-leak`'s first wave has a client that resets while it is owed echo
-    (check_fd_leak's flood_reset: in lab select, where the server owns each write's failure)."""
+    (check_fd_leak's flood_reset: in lab select, where the server owns each write's failure);
+    `fd-leak` also compares the descriptors of the processes `fd_also` names (check_fd_leak's `also`)."""
 
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
@@ -351,7 +300,9 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
         check_concurrency(started(server), concurrent)
 
     def test_fd_leak(server: Start) -> None:
-        check_fd_leak(started(server), flood_reset=fd_leak_flood)
+        from .fd_leak import check_fd_leak  # it builds on this module
+
+        check_fd_leak(started(server), fd_also, flood_reset=fd_leak_flood)
 
     def test_robust_disconnect(server: Start) -> None:
         check_robust_disconnect(started(server))

@@ -9,12 +9,13 @@ from pathlib import Path
 from .. import mqueues, probes
 from ..clients import Client, close_all, compare, connect_many, echo_many, random_lines
 from ..errors import GradingEnvironmentError, ProbeError
-from ..harness import Server
+from ..harness import BuildResult, Server
 from ..isolation.local import message_queues_in
 from ..verdict import fail
 from . import processes
 from .blocked import Watch
 from .common import PATIENCE, state, wait_until
+from .fd_leak import Held
 
 LOG = "echo.log"
 
@@ -60,6 +61,29 @@ def queues_of(pids: list[int]) -> set[str]:
 
 def log_path(s: Server) -> Path:
     return s.build.directory / LOG
+
+
+def seed_log(b: BuildResult, content: bytes | None) -> None:
+    """Before a server starts in b's directory: no echo.log there, or one holding `content`, owned by
+    the uid the server runs as (it must be able to append), made anew (never through a link left there)."""
+    path = b.directory / LOG
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        if content is None:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            sb = b.sandbox
+            if sb is not None and sb.uid is not None:
+                os.fchown(fd, sb.uid, sb.gid if sb.gid is not None else sb.uid)
+            rest = memoryview(content)
+            while rest:
+                rest = rest[os.write(fd, rest):]
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise GradingEnvironmentError(f"cannot prepare {path}: {e}") from e
 
 
 def read_log(s: Server) -> bytes:
@@ -112,6 +136,28 @@ def served_lines(s: Server, n: int, *, what: str) -> tuple[list[Client], list[by
              if s.alive() else "the server died before this check could do its work: its exit status and last "
              "output are above; run it by hand and repeat what the grader did")
     return clients, lines
+
+
+FD_RULE = ("the logger lives as long as the server, appending every line it is sent; the server runs with at most "
+           "1024 open descriptors")
+
+
+def logger_fds(s: Server) -> list[Held]:
+    """`fd-leak`'s `also`: the logger noted at start, counted once a line sent last is in the log (before
+    the waves: it then holds what it keeps open, echo.log included, which it may open at its first line;
+    after them: it has read every line of the waves, at least once). A leak per read leaves one or more."""
+    made = sorted(loggers(s.pid))
+
+    def settle() -> None:
+        clients, lines = served_lines(s, 1, what="its line must be in echo.log before the logger's descriptors "
+                                      "are counted")
+        close_all(clients)
+        wait_logged(s, lines, LOG_PATIENCE)
+
+    hint = ("open echo.log once, before the logger's loop (or close it after each write): a descriptor opened per "
+            "read and never closed runs out after about 1000 reads, and then nothing more is logged; see them "
+            "with `ls -l /proc/LOGGER_PID/fd`")
+    return [Held(pid, "the logger", FD_RULE, hint, settle if k == 0 else None) for k, pid in enumerate(made)]
 
 
 def no_log(s: Server, did: str, rule: str) -> None:

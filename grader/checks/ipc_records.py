@@ -1,5 +1,5 @@
 """Lab `ipc`, the log's records: `log-complete` (every line once, in order, within the rule's
-second, binary bytes and bursts included) and `log-intact` (no line torn or interleaved)."""
+second, binary bytes and bursts included, after what the file held) and `log-intact` (no line torn or interleaved)."""
 from __future__ import annotations
 
 import threading
@@ -16,6 +16,10 @@ COMPLETE_RULE = ("every complete line a client sends is appended by the logger t
 
 
 BINARY = bytes(b for b in range(256) if b != ord("\n")) + b"\n"  # every byte value, as `echo` sends
+
+
+# what echo.log holds when log-complete's server starts: "appended" keeps it, first and whole
+SEEDED = b"labgrade: this line was in echo.log before the server started; the logger appends after it\n"
 
 
 BURST = 16  # round 5: lines of 2000 to 4096 bytes each of clients 1-3 sends in one burst
@@ -52,7 +56,7 @@ def send_round(clients: list[Client], lines: list[list[bytes]], bytewise: bool) 
 
 
 def check_log_complete(start: Start) -> None:
-    s = start()
+    s = start(log=SEEDED)
     clients, greeted = served_lines(s, 4, what="their lines should reach echo.log")
     sent: list[list[bytes]] = [[] for _ in clients]
     rounds = ("a line each", "a line each", "a line each", "client 1 five lines in one segment",
@@ -115,6 +119,17 @@ def check_log_complete(start: Start) -> None:
         if at != sorted(at):
             fail(did, f"client {i + 1}'s lines are not in {LOG} in the order it sent them", rule=COMPLETE_RULE,
                  hint="a child sends its client's lines in the order it reads them, each in one message")
+    if not log.startswith(SEEDED):
+        where = log.find(SEEDED)
+        fail(f"started the server with one line in {LOG}, {show(SEEDED, 100)}; connected 4 clients, which in 5 "
+             f"rounds sent lines and got their echo; then read {LOG}",
+             f"{LOG} held a line before the server started; after its 5 rounds, "
+             + (f"that line is at byte {where}, not first" if where > 0 else
+                f"that line is gone: {LOG} ({len(log)} bytes) starts with {show(log[:40])}"),
+             rule=COMPLETE_RULE,
+             hint="appended: what echo.log held before the server started stays, first and whole. Open it "
+             "with O_WRONLY | O_CREAT | O_APPEND (or fopen mode \"a\"): mode \"w\" and O_TRUNC "
+             "empty it, and without O_APPEND the logger writes from offset 0, over what it held")
 
 
 INTACT_RULE = ("every complete line a client sends (at most 4096 bytes with its '\\n') is appended to echo.log as one "

@@ -1,13 +1,14 @@
 """Lab `ipc`: a process-based echo server that logs every line through one logger process.
 
-The fork lab's checks (the logger is not a client's child: `client_children`), and the log's:
+The fork lab's checks (the logger is not a client's child: `client_children`; `fd-leak` counts the
+logger's descriptors too: `logger_fds`), and the log's:
 `logger`, `log-complete`, `log-intact`, `channel-ends`, `shutdown`. The server runs in its build
 directory, where it writes `echo.log`; each server of this lab starts without one (the module's
-`server` fixture removes it) and with its logger noted: the children it has before any client.
+`server` fixture removes it; `log-complete`'s starts with one line in it, which must stay) and with
+its logger noted: the children it has before any client.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -33,12 +34,14 @@ from .ipc_log import (
     counts,
     ipc_namespace,
     log_path,
+    logger_fds,
     loggers,
     no_log,
     process_tree,
     queues_left,
     queues_of,
     read_log,
+    seed_log,
     served_lines,
     wait_logged,
 )
@@ -48,7 +51,7 @@ LAB = "ipc"
 
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
- test_vs_reference) = common.shared_checks(LAB)
+ test_vs_reference) = common.shared_checks(LAB, fd_also=logger_fds)
 (test_process_per_client, test_zombies, test_child_exit, test_listenfd_closed,
  test_accept_eintr) = processes.process_checks(LAB, client_children=client_children)
 
@@ -56,13 +59,13 @@ LAB = "ipc"
 @pytest.fixture
 def server(server: Start, grading: GradingSession) -> Iterator[Start]:
     """The plugin's `server`, for this lab: each server starts with no echo.log in its working
-    directory and with its logger noted; queues it leaves are removed after the check."""
+    directory (or one holding `log`) and with its logger noted; queues it leaves are removed after
+    the check."""
     started: list[Server] = []
 
-    def start(*args: Any, **kwargs: Any) -> Server:
+    def start(*args: Any, log: bytes | None = None, **kwargs: Any) -> Server:
         b = args[0] if args and args[0] is not None else kwargs.get("b") or grading.built()
-        with contextlib.suppress(FileNotFoundError):
-            (b.directory / LOG).unlink()
+        seed_log(b, log)
         s = server(*args, **kwargs)
         started.append(s)
         # LABS.md: the logger is made before anything is accepted; it may come just after listen
