@@ -105,8 +105,9 @@ def test_pool_fixed(server: Start) -> None:
         fewer = any(t < workers + 1 for _, t, _ in wrong) or lost or silent
         fail(did, f"expected {workers + 1} threads and no child at every step; {counts}{more}", rule=rule,
              hint=("a worker never ends: it loops for ever taking the next descriptor, and a client's reset or "
-                   "error, reading or writing, ends that client's echo only (look for return or pthread_exit in the "
-                   "worker's loop)"
+                   "error, reading or writing, ends that client's echo only, and the worker takes the next (look "
+                   "for return or pthread_exit in the worker's loop, and for a write tried again after it failed: "
+                   "that worker never comes back)"
                    if fewer else "make the workers once, at start; never pthread_create or fork per client, nor "
                    "when the buffer is full (the main thread then waits for a free slot)"))
 
