@@ -190,8 +190,9 @@ class Client:
         self.close()
 
 
-def connect_many(port: int, n: int, timeout: float = 10.0) -> list[Client]:
-    """n connections opened at once (non-blocking connects, then waited for together)."""
+def connect_many(port: int, n: int, timeout: float = 10.0, judge: Judge | None = None) -> list[Client]:
+    """n connections opened at once (non-blocking connects, then waited for together); with a
+    `judge`, the wait ends as soon as it proves the server accepts no more."""
     sel = selectors.DefaultSelector()
     socks: list[socket.socket | None] = []
     errors: dict[int, str] = {}
@@ -209,16 +210,22 @@ def connect_many(port: int, n: int, timeout: float = 10.0) -> list[Client]:
         sel.register(s, selectors.EVENT_WRITE, i)
     pending = len(sel.get_map())
     deadline = time.monotonic() + timeout
+    late = "connect did not complete in time"
     while pending and time.monotonic() < deadline:
-        for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+        step = deadline - time.monotonic() if judge is None else min(0.05, deadline - time.monotonic())
+        for key, _ in sel.select(max(0.0, step)):
             s = key.fileobj  # type: ignore[assignment]  # we registered sockets only
             err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 errors[key.data] = os.strerror(err)
             sel.unregister(s)
             pending -= 1
+        why = judge.never_accepting() if judge is not None and pending else None
+        if why:
+            late = f"connect did not complete, and never will: {why}"
+            break
     for key in list(sel.get_map().values()):
-        errors[key.data] = "connect did not complete in time"
+        errors[key.data] = late
         sel.unregister(key.fileobj)
     sel.close()
     clients = []
@@ -242,6 +249,10 @@ class Judge(Protocol):
     def owed(self, pending: dict[int, tuple[int, int]], /) -> dict[int, str]:
         """Of the clients waited for (index -> (local port, bytes received so far)), those the server
         will never answer, each with why; called only once every byte has been sent."""
+        ...
+
+    def never_accepting(self) -> str | None:
+        """Why the server will accept no more connections until a client acts, or None (no proof)."""
         ...
 
 

@@ -253,6 +253,21 @@ class Watch:
         self.poll()
         return self.asleep_for() >= BLOCKED_FOR
 
+    def never_accepting(self) -> str | None:
+        """Why the server will accept no connection until a client acts: connections wait in its
+        listen queue (done by the kernel, never accepted) while every task of it has slept for good
+        for BLOCKED_FOR (a task in accept, or in a select or poll watching the listening socket,
+        would have been woken by the first of them). None: no proof (yet)."""
+        self.poll()
+        asleep = self.asleep_for()
+        if asleep < BLOCKED_FOR:
+            return None
+        queued = [c for c in connections(self.s.port)[0].values() if c.inode == 0 and c.state == ESTABLISHED]
+        if not queued:
+            return None
+        return (f"{len(queued)} connections waited in the listen queue, never accepted, while the server slept "
+                f"for {asleep:.1f} s ({self.sleeping()})")
+
     def owed(self, pending: dict[int, tuple[int, int]]) -> dict[int, str]:
         """Of the clients waited for (index -> (local port, bytes received so far)), those the
         server will never answer, each with why. Call it often, and only once every byte the

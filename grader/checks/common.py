@@ -90,9 +90,10 @@ def expect_echo(s: Server, c: Client, data: bytes, did: str, *, rule: str,
 
 def served(s: Server, n: int, *, what: str) -> list[Client]:
     """n clients connected at once, each echoing one line; fails if any is not served."""
-    clients = connect_many(s.port, n)
+    watch = Watch(s)
+    clients = connect_many(s.port, n, judge=watch)
     lines = random_lines(n)
-    got = echo_many(clients, lines, PATIENCE, judge=Watch(s))
+    got = echo_many(clients, lines, PATIENCE, judge=watch)
     bad = [i for i in range(n) if got[i] != lines[i]]
     if bad:
         close_all(clients)
@@ -170,7 +171,7 @@ def check_eof(start: Start) -> None:
 
 def check_concurrency(start: Start, n: int = 8) -> None:
     s = start()
-    clients = connect_many(s.port, n)
+    clients = connect_many(s.port, n, judge=Watch(s))
     try:
         down = [i for i, c in enumerate(clients) if not c.connected]
         if down:

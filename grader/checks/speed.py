@@ -24,7 +24,7 @@ def timed_workload(s: Server, clients: int = 16, lines: int = 100, *, limit: flo
     reference); with one it stops once nothing has come back for PATIENCE, or the judge proves
     that the rest never will."""
     t0 = time.monotonic()
-    cs = connect_many(s.port, clients)
+    cs = connect_many(s.port, clients, judge=judge)
     payloads = [b"".join(random_lines(lines, 60, 120)) for _ in cs]
     got = echo_many(cs, payloads, limit, stall=PATIENCE if judge else None, judge=judge)
     close_all(cs)

@@ -136,10 +136,11 @@ def test_stdin(server: Start) -> None:
 def test_scale(server: Start) -> None:
     s = server()
     n = 500
-    clients = connect_many(s.port, n, timeout=15)
+    watch = Watch(s)
+    clients = connect_many(s.port, n, timeout=15, judge=watch)
     try:
         lines = random_lines(n)
-        got = echo_many(clients, lines, 15.0, stall=PATIENCE, judge=Watch(s))
+        got = echo_many(clients, lines, 15.0, stall=PATIENCE, judge=watch)
         bad = [i for i in range(n) if got[i] != lines[i]]
         if bad:
             why = clients[bad[0]].error or "no echo within 15 s"
