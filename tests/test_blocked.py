@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from grader.checks.blocked import BLOCKED_FOR, Watch, untimed_sleep
-from grader.clients import Client, echo_many, random_line, read_until_eof_many
+from grader.clients import Client, connect_many, echo_many, random_line, read_until_eof_many
 from grader.harness import Server, build
 from grader.isolation.local import Sandbox
 
@@ -41,7 +41,13 @@ NO_CLOSE = STUCK.replace("close(c);", "")
 # answers each read after 1.2 s of sleep: slow, but on a timer: never proved stuck
 SLEEPY = STUCK.replace("if (write(c, buf, (size_t)n) != n) break;",
                        "{ usleep(1200000); if (write(c, buf, (size_t)n) != n) break; }")
-assert SLEEPY != STUCK != NO_CLOSE
+# listens (a queue of 1) and never accepts: it sleeps in pause() for ever
+NEVER_ACCEPTS = STUCK.replace("listen(l, 8)", "listen(l, 1)").replace(
+    "for (;;) {", "for (;;) pause();\n    for (;;) {")
+# a queue of 1, and an accept every 0.3 s: slow, on a timer
+SLOW_ACCEPT = STUCK.replace("listen(l, 8)", "listen(l, 1)").replace(
+    "int c = accept(l, NULL, NULL);", "usleep(300000); int c = accept(l, NULL, NULL); close(c); continue;")
+assert SLEEPY != STUCK != NO_CLOSE != NEVER_ACCEPTS != SLOW_ACCEPT
 
 
 @pytest.fixture
@@ -162,5 +168,40 @@ def test_the_proof_holds_through_a_helper_of_the_submissions_uid(tmp_path: Path,
                 assert "read on fd" in second.error
             else:  # no uid of the submission's own: nothing is proved, the wait runs out
                 assert not watch.usable and took >= 3.0
+    finally:
+        s.stop()
+
+
+def test_connects_to_a_server_that_never_accepts_are_given_up_on(tmp_path: Path, sandbox: Sandbox) -> None:
+    s = start(tmp_path, sandbox, NEVER_ACCEPTS, "never-accepts")
+    try:
+        t0 = time.monotonic()
+        watch = Watch(s)
+        clients = connect_many(s.port, 8, timeout=5.0, judge=watch)
+        took = time.monotonic() - t0
+        late = [c for c in clients if not c.connected]
+        assert late  # a queue of 1: the kernel completes 2 handshakes, the others wait in SYN
+        if watch.usable:
+            assert took < BLOCKED_FOR + 1.5, took
+            assert "never will" in late[0].error and "never accepted" in late[0].error, late[0].error
+            assert "pause" in late[0].error
+        else:
+            assert took >= 5.0 and late[0].error == "connect did not complete in time"
+        for c in clients:
+            c.close()
+    finally:
+        s.stop()
+
+
+def test_connects_to_a_server_that_accepts_slowly_are_waited_for(tmp_path: Path, sandbox: Sandbox) -> None:
+    """A queue of 1 and an accept every 0.3 s (a timed sleep between): connections wait in the
+    queue, but the server is not asleep for good, so nothing proves it will never accept them."""
+    s = start(tmp_path, sandbox, SLOW_ACCEPT, "slow-accept")
+    try:
+        clients = connect_many(s.port, 6, timeout=4.0, judge=Watch(s))
+        assert not [c.error for c in clients if "never" in c.error]
+        assert sum(c.connected for c in clients) >= 3
+        for c in clients:
+            c.close()
     finally:
         s.stop()
