@@ -100,7 +100,7 @@ def run_diff(old_dir: Path, new_dir: Path, csv_path: Path | None = None) -> int:
     def num(v: float | None) -> str:
         return "absent" if v is None else f"{v:g}"
 
-    for c in sorted(rows, key=lambda c: (not c.lowered, rows.index(c))):  # lowered first, then as found
+    for c in sorted(rows, key=lambda c: not c.lowered):  # lowered first, then as found (a stable sort)
         mark = "[bold red]LOWER[/]" if c.lowered else "[green]higher[/]"
         con.print(f"{mark} {c.student}/{c.lab} {c.check}: {num(c.old)} -> {num(c.new)} "
                   f"(grader {c.old_version} -> {c.new_version})", highlight=False)

@@ -29,7 +29,6 @@ import struct
 import termios
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,18 +314,3 @@ class Watch:
                              for (pid, tid), what in sorted(tasks.items()))
         counts = Counter(what.split(" on fd")[0] for what in tasks.values())
         return f"{len(tasks)} threads: " + ", ".join(f"{n} in {w}" for w, n in counts.most_common())
-
-
-def flood_until_owed(s: Server, client_port: int, flood: Callable[[float], int], seconds: float = 3.0) -> int:
-    """Run `flood(seconds_left)` (a sender that never reads and stops once the server stops taking
-    what it sends) until the server is seen owing that client echo it cannot write (Watch.owes) or
-    `seconds` pass: a server paused by a loaded machine also stops taking for a moment, and is not
-    yet blocked. Returns what the last flood returned (the bytes sent)."""
-    watch, until, before = Watch(s), time.monotonic() + seconds, -1
-    while True:
-        sent = flood(max(0.1, until - time.monotonic()))
-        if watch.owes(client_port) is not False or time.monotonic() >= until:
-            return sent
-        if sent == before:  # nothing taken (or the flood's own limit reached): no need to look at once
-            time.sleep(0.05)
-        before = sent

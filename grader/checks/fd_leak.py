@@ -10,7 +10,7 @@ from .. import probes
 from ..clients import Client, close_all, read_until_eof_many
 from ..harness import Server
 from ..verdict import fail
-from .blocked import BLOCKED_FOR, Watch, flood_until_owed
+from .blocked import BLOCKED_FOR, Watch
 from .common import PATIENCE, Start, fd_targets, served, state, wait_until
 
 
@@ -45,11 +45,8 @@ def check_fd_leak(start: Start, also: Callable[[Server], Sequence[Held]] | None 
         if flood_reset and wave == 0:
             from .slow_reader import Flood  # it builds on this module
 
-            flooder, flood = Client(s.port), Flood()
-            sock = flooder.sock
-            if sock is not None:
-                flood_until_owed(s, flooder.local_port, functools.partial(
-                    lambda left, f, k: f.send(k, limit=32 * 1024 * 1024, seconds=left, stall=0.2), f=flood, k=sock))
+            flooder = Client(s.port)
+            Flood().until_owed(s, flooder, limit=32 * 1024 * 1024)
             flooder.reset()
         clients = served(s, 10, what="a wave of clients, to see whether their descriptors are released")
         ending = []

@@ -10,8 +10,8 @@ from .. import probes
 from ..clients import Client, random_line
 from ..harness import Server
 from ..output import MiB
-from .blocked import flood_until_owed
 from .common import PATIENCE, wait_until
+from .slow_reader import Flood
 
 
 def settled(read: Callable[[], int], timeout: float = 2.0, quiet: float = 0.2) -> int:
@@ -39,31 +39,10 @@ def reset_while_written(s: Server, c: Client, quiet: float = 0.2, limit: int = 2
     at most), then reset: the worker, whose echoes fill both sides' buffers, is then blocked writing one,
     and its write fails whatever it does next (a reset met by a read instead is the other way to leave).
     Returns the bytes sent."""
-    sock = c.sock
-    if sock is None:
+    if c.sock is None:
         return 0
-    data = random_line(1024) * 64
-    sent = 0
-
-    def flood(left: float) -> int:
-        nonlocal sent
-        deadline = time.monotonic() + left
-        sock.setblocking(False)
-        with selectors.DefaultSelector() as sel:
-            sel.register(sock, selectors.EVENT_WRITE)
-            while sent < limit and time.monotonic() < deadline:
-                try:
-                    sent += sock.send(data)
-                    continue
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    break
-                if not sel.select(quiet):
-                    break
-        return sent
-
-    flood_until_owed(s, c.local_port, flood)  # its worker is then seen blocked in the echo's write
+    # its worker is then seen blocked in the echo's write
+    sent = Flood(random_line(1024) * 64).until_owed(s, c, limit=limit, stall=quiet)
     c.reset()
     return sent
 

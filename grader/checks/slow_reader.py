@@ -15,6 +15,7 @@ from ..harness import Server
 from ..output import MiB
 from ..verdict import fail
 from . import common
+from .blocked import Watch
 from .common import PATIENCE, state
 
 
@@ -73,6 +74,21 @@ class Flood:
                 raise
         sock.setblocking(True)
         return self.sent
+
+    def until_owed(self, s: Server, c: Client, *, limit: int, stall: float = 0.2, seconds: float = 3.0) -> int:
+        """Send on `c` (as `send`) until the server is seen owing it echo it cannot write
+        (blocked.Watch.owes) or `seconds` pass: a server paused by a loaded machine also stops taking
+        for a moment, and is not yet blocked. Returns the bytes sent so far."""
+        if c.sock is None:
+            return self.sent
+        watch, until, before = Watch(s), time.monotonic() + seconds, -1
+        while True:
+            sent = self.send(c.sock, limit=limit, seconds=max(0.1, until - time.monotonic()), stall=stall)
+            if watch.owes(c.local_port) is not False or time.monotonic() >= until:
+                return sent
+            if sent == before:  # nothing taken (or the limit reached): no need to look again at once
+                time.sleep(0.05)
+            before = sent
 
     def rest_of_line(self) -> bytes:
         """What completes the last line sent (the flood may have stopped in the middle of one)."""

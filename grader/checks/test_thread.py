@@ -14,7 +14,7 @@ from ..output import MiB
 from ..session import GradingSession
 from ..verdict import fail
 from . import common, graded, tsan
-from .blocked import Watch, flood_until_owed
+from .blocked import Watch
 from .common import PATIENCE, Start, served, state, wait_until
 from .slow_reader import Flood
 
@@ -151,10 +151,7 @@ def test_counter(server: Start) -> None:
     # Its lines are longer than any other, so its log lines are told apart; the line its thread may
     # have counted and not logged (blocked in that echo's write) is allowed as one gap in the totals.
     slow = Client(s.port)
-    flood = Flood(b"".join(random_line(SLOW_LINE) for _ in range(8)))
-    sock = slow.sock
-    flooded = flood_until_owed(s, slow.local_port, lambda left: flood.send(sock, limit=64 * MiB, seconds=left,
-                                                                           stall=0.2)) if sock else 0
+    flooded = Flood(b"".join(random_line(SLOW_LINE) for _ in range(8))).until_owed(s, slow, limit=64 * MiB)
     clients = connect_many(s.port, 16)
     try:
         payloads = [random_lines(30, 1, 200) for _ in clients]
