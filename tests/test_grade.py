@@ -1,5 +1,6 @@
-"""`labgrade grade` end to end: references get full marks, skeletons only `build`, a broken
-build gives one clear message, and nothing of a graded server is left running."""
+"""`labgrade grade` end to end: skeletons get only `build`, a broken build gives one clear
+message, and nothing of a graded server is left running. (The references' full marks through the
+command line are proven in test_stability.py, five times each under load.)"""
 from __future__ import annotations
 
 import json
@@ -25,20 +26,6 @@ def labgrade(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def assert_nothing_left() -> None:
     assert student_processes() == []
     assert [p.describe() for p in probes.descendants(os.getpid()) if not p.zombie] == []
-
-
-@pytest.mark.parametrize("lab", catalogue.LABS)
-def test_reference_scores_full_marks_through_the_cli(lab: str, tmp_path: Path) -> None:
-    r = labgrade("grade", lab, f"reference/{lab}", "--json", str(tmp_path / "s.json"),
-                 "--gradescope", str(tmp_path / "g.json"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    s = json.loads((tmp_path / "s.json").read_text())
-    assert s["gradable"] and s["score"] == s["max_score"] == 100
-    assert [c["id"] for c in s["checks"]] == [c.id for c in catalogue.checks(lab)]
-    assert s["seconds"] < 20, f"grading {lab} took {s['seconds']} s"
-    assert json.loads((tmp_path / "g.json").read_text())["score"] == 100
-    assert "total" in r.stdout and "100/100" in r.stdout
-    assert_nothing_left()
 
 
 @pytest.mark.parametrize("lab", catalogue.LABS)

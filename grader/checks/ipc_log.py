@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import mqueues, probes
@@ -40,6 +43,44 @@ def loggers(pid: int) -> frozenset[int]:
 def client_children(pid: int) -> list[probes.Proc]:
     """The server's live children but its logger: those that serve clients."""
     return [p for p in processes.live_children(pid) if p.pid not in loggers(pid)]
+
+
+@contextlib.contextmanager
+def logger_stopped(s: Server) -> Iterator[list[int]]:
+    """The logger noted at start stopped (SIGSTOP), so nothing empties the channel, and continued
+    (SIGCONT) on the way out whatever happens; yields the pids it stopped (none: the channel stays
+    as it is, a full one is then only as likely as the server's speed makes it)."""
+    stopped: list[int] = []
+    try:
+        for pid in sorted(loggers(s.pid)):
+            with contextlib.suppress(OSError):  # gone, or not ours to signal
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        yield stopped
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def stalled(s: Server, seconds: float) -> Callable[[], bool]:
+    """A condition: every process of the server but its logger has slept (state S), its CPU time
+    unchanged, for `seconds`: what children blocked on a full channel do, and children still
+    reading what their clients sent never do."""
+    last: tuple[tuple[int, float], ...] | None = None
+    since = 0.0
+
+    def cond() -> bool:
+        nonlocal last, since
+        procs = [p for p in map(probes.proc, process_tree(s.pid)) if p is not None and p.pid not in loggers(s.pid)]
+        now = time.monotonic()
+        sig = tuple((p.pid, p.cpu_seconds) for p in procs)
+        if not procs or any(p.state != "S" for p in procs) or sig != last:
+            last, since = (sig if procs and all(p.state == "S" for p in procs) else None), now
+            return False
+        return now - since >= seconds
+
+    return cond
 
 
 def process_tree(pid: int) -> list[int]:

@@ -8,8 +8,20 @@ import time
 from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines, show
 from ..harness import Server
 from ..verdict import fail
-from .common import ECHO_RULE, PATIENCE, Start, state
-from .ipc_log import LOG, LOG_PATIENCE, counts, no_log, pieces, read_log, served_lines, show_records, wait_logged
+from .common import ECHO_RULE, PATIENCE, Start, state, wait_until
+from .ipc_log import (
+    LOG,
+    LOG_PATIENCE,
+    counts,
+    logger_stopped,
+    no_log,
+    pieces,
+    read_log,
+    served_lines,
+    show_records,
+    stalled,
+    wait_logged,
+)
 
 COMPLETE_RULE = ("every complete line a client sends is appended by the logger to echo.log, exactly once, within 1 s "
                  "of its echo; one client's lines keep their order")
@@ -55,19 +67,48 @@ def send_round(clients: list[Client], lines: list[list[bytes]], bytewise: bool) 
     return [*got, slow[0]]
 
 
+STOPPED_MAX = 3.0  # round 5: the logger stays stopped until the children have echoed all or all block, or this
+
+
+def send_full_channel(s: Server, clients: list[Client], lines: list[list[bytes]]) -> list[bytes]:
+    """Round 5 with the logger stopped: the burst (more than a pipe or a queue of 10 holds) fills the
+    channel for certain. The logger continues once every client has its echo (each child has then
+    tried to send every line: a child that drops a line on a full channel has dropped it) or once the
+    children all sleep (blocked on the full channel, as they should be)."""
+    out: list[list[bytes]] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(send_round(clients, lines, bytewise=True))
+        except BaseException as e:  # raised again in the check's thread
+            error.append(e)
+
+    t = threading.Thread(target=run)
+    with logger_stopped(s):
+        t.start()
+        wait_until(lambda: not t.is_alive(), STOPPED_MAX, give_up=stalled(s, 0.3))
+    t.join()
+    if error:
+        raise error[0]
+    return out[0]
+
+
 def check_log_complete(start: Start) -> None:
     s = start(log=SEEDED)
     clients, greeted = served_lines(s, 4, what="their lines should reach echo.log")
     sent: list[list[bytes]] = [[] for _ in clients]
     rounds = ("a line each", "a line each", "a line each", "client 1 five lines in one segment",
-              f"clients 1-3 {BURST} lines of 2000 to 4096 bytes each in one burst, client 4 three lines byte by byte")
+              f"with the logger stopped (SIGSTOP) until the children had echoed all or all slept, clients 1-3 "
+              f"{BURST} lines of 2000 to 4096 bytes each in one burst (more than the channel holds), client 4 "
+              "three lines byte by byte; then the logger continued (SIGCONT)")
     try:
         for rnd, what in enumerate(rounds):
             lines = round_lines(rnd)
             if rnd == 0:
                 lines[0] = [BINARY]  # a line holding NUL and bytes >= 0x80: no string function may log it
             before = len(read_log(s))
-            got = send_round(clients, lines, bytewise=rnd == 4)
+            got = send_full_channel(s, clients, lines) if rnd == 4 else send_round(clients, lines, bytewise=False)
             echoed = time.monotonic()
             bad = [i for i in range(4) if got[i] != b"".join(lines[i])]
             if bad:
