@@ -78,6 +78,7 @@ class GradingSession:
         self.failed_checks: list[str] = []
         self._never_ready: dict[Path, list[str]] = {}  # build directory -> why each start failed, until one works
         self._was_ready: set[Path] = set()
+        self._same_source: dict[Path, Path] = {}  # a rebuild of the submission (tsan) -> its plain build
 
     def charge_failure(self, check_id: str, seconds: float) -> None:
         """A check this submission failed took `seconds`: they count against the grading's budget
@@ -105,8 +106,10 @@ class GradingSession:
         return b
 
     def tsan_build(self) -> BuildResult:
-        self.built()
-        return self._build("submission-tsan", self.submission, TSAN_FLAGS)
+        plain = self.built()
+        b = self._build("submission-tsan", self.submission, TSAN_FLAGS)
+        self._same_source[b.directory] = plain.directory  # it starts as the plain build does: they share a record
+        return b
 
     def reference_build(self) -> BuildResult:
         root = self.reference_root
@@ -135,8 +138,9 @@ class GradingSession:
                       "loses the checks that no longer fit",
                  hint="make the checks above pass (start with `echo`): a server that answers makes them quick")
         b = b or self.built()
-        failures = self._never_ready.get(b.directory, [])
-        if b.directory not in self._was_ready and len(failures) >= START_FAILURES:
+        key = self._same_source.get(b.directory, b.directory)
+        failures = self._never_ready.get(key, [])
+        if key not in self._was_ready and len(failures) >= START_FAILURES:
             fail("did not start your server for this check",
                  f"it never listened in the {len(failures)} checks before this one (the first time: "
                  f"{failures[0]}), so the grader stopped starting it: each of those checks waited out the "
@@ -149,11 +153,11 @@ class GradingSession:
         self.servers.append(s)
         s.start()
         if s.wait_ready():
-            self._was_ready.add(b.directory)
+            self._was_ready.add(key)
         else:
             state = s.exit_description()
             verb = "is" if state.startswith("still") else "was" if state.startswith("killed") else "has"
-            self._never_ready.setdefault(b.directory, []).append(f"{what} {verb} {state}")
+            self._never_ready.setdefault(key, []).append(f"{what} {verb} {state}")
             out = s.output.text(2000).strip() or "(nothing)"
             fail(f"started `{' '.join(['./server', str(port), *args])}` and waited for a socket listening on port "
                  f"{port}",

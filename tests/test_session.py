@@ -71,3 +71,24 @@ def test_a_server_that_listened_once_is_always_started(submission: Path) -> None
             said, _secs = start_feedback(grading)
             assert "no listening socket appeared" in said, said
         assert start_feedback(grading, env={"LISTEN": "1"})[0] == ""
+
+
+def test_its_thread_sanitizer_build_shares_the_record_of_its_plain_build(submission: Path) -> None:
+    """The TSan rebuild is the same source: after two failed starts of the plain build it is not
+    started either (the `tsan` check of a server that never listens failed after 15 s before)."""
+    with GradingSession("fork", submission) as grading:
+        for _ in range(START_FAILURES):
+            start_feedback(grading)
+        said, secs = start_feedback(grading, b=grading.tsan_build(), tsan=True)
+        assert f"never listened in the {START_FAILURES} checks before this one" in said, said
+        assert secs < 0.5
+
+
+def test_the_thread_sanitizer_build_of_a_server_that_listened_is_started(submission: Path) -> None:
+    with GradingSession("fork", submission) as grading:
+        assert start_feedback(grading, env={"LISTEN": "1"})[0] == ""
+        for _ in range(START_FAILURES):
+            start_feedback(grading)
+        said, _secs = start_feedback(grading, b=grading.tsan_build(), tsan=True)
+        assert "no listening socket appeared" in said and "exited with status 3" in said, said
+        assert start_feedback(grading, b=grading.tsan_build(), tsan=True, env={"LISTEN": "1"})[0] == ""
