@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue
-from .atomic import write_json
+from .atomic import write_atomic, write_json
 from .errors import ReportError, UsageError
 from .processes import end_process
 from .repeat import flickers, recorded, repeat_path, write_flicker
 from .report import gradescope, print_gradebook, ungradable, write_gradebook, write_junit
 from .results import Summary, load_summary
+from .roster import load_roster, reconcile, say_unmatched
 from .run import GRADE_TIMEOUT
 
 # Whose the results are when the batch runs as root: the owner of --out when that is not root,
@@ -203,7 +204,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolation: str = "auto",
               force: bool = False, reference_root: Path | None = None, extra_checks: Path | None = None,
-              repeat: int = 1) -> int:
+              repeat: int = 1, roster: Path | None = None) -> int:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -218,7 +219,10 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     todo_all = find_jobs(root, labs or catalogue.LABS)
     if not todo_all:
         raise UsageError(f"no submissions under {root} (expected {root}/<student>/<lab>/)")
+    students = load_roster(roster) if roster is not None else None  # refused before any grading
     out.mkdir(parents=True, exist_ok=True)
+    if roster is not None:
+        write_atomic(out / "roster.csv", roster.read_bytes())  # `labgrade export canvas` reads it there
     if extra_checks is not None and isolation == "auto":
         con.print("labgrade: --extra-checks grades with the `local` isolation (the grader image holds only "
                   "the checks built into it)")
@@ -296,10 +300,12 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
         write_flicker(out / "flicker.csv", rows)
         con.print(f"Flicker over {repeat} gradings each: {len(rows)} (submission, check) pair(s) not the same "
                   f"every time; see {shown_path(out / 'flicker.csv')}", highlight=False)
-    write_gradebook(out / "gradebook.csv", ordered)
+    write_gradebook(out / "gradebook.csv", ordered, students)
     write_junit(out / "junit.xml", ordered)
     hand_over(out, todo_all)
     print_gradebook(ordered)
+    if students is not None:
+        say_unmatched(*reconcile(students, [j.student for j in todo_all]), students, "kept, without a name")
     con.print(f"Graded {len(todo)} in {time.monotonic() - t0:.1f} s; results in {shown_path(out)}", highlight=False)
     return 0 if all(s.gradable for _, s in ordered) else 1
 
@@ -327,7 +333,7 @@ def hand_over(out: Path, jobs: Iterable[Job]) -> None:
     owner = results_owner(out)
     if owner is None:
         return
-    paths = [out, out / "gradebook.csv", out / "junit.xml"]
+    paths = [out, out / "gradebook.csv", out / "junit.xml", out / "roster.csv"]
     for j in jobs:
         dest = summary_path(out, j)
         paths += [dest.parent, dest, dest.parent / f"{j.lab}.results.json"]

@@ -43,6 +43,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--extra-checks", type=Path, help="a directory of the instructor's own (hidden) check modules")
     b.add_argument("--repeat", type=int, default=1, help="grade every submission N times (each with its own seed); "
                    "writes flicker.csv (what differed) and records the median-score grading")
+    b.add_argument("--roster", type=Path, help="roster.csv (directory,name,sis_id[,login,section,canvas_id]): "
+                   "names and SIS ids in gradebook.csv, a copy kept for `labgrade export canvas`")
+    e = sub.add_parser("export", help="a batch's results in another system's import format (canvas)")
+    e.add_argument("format", choices=["canvas"])
+    e.add_argument("results", type=Path, help="a `labgrade batch --out` directory")
+    e.add_argument("--out", type=Path, required=True, help="the CSV to write")
+    e.add_argument("--roster", type=Path, help="default: the roster the batch kept (RESULTS/roster.csv)")
+    e.add_argument("--assignment", action="append", default=[], metavar="LAB=NAME",
+                   help="the Canvas assignment a lab's column goes to (default: `labgrade LAB`, a new one); "
+                        "repeat per lab; an existing assignment is named as Canvas exports it, `NAME (ID)`")
     h = sub.add_parser("handout", help="write the student bundle: assignments, workspace image, compose file, "
                        "GitHub Classroom workflow (no reference, no hidden checks)")
     h.add_argument("out", type=Path)
@@ -80,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             from .diff import run_diff
 
             return run_diff(args.old, args.new, args.csv)
+        if args.command == "export":
+            from .roster import export_canvas
+
+            return export_canvas(args.results, args.out, args.roster, args.assignment)
         if args.command == "classroom":
             from .handout import classroom_report
 
@@ -88,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_batch(root=args.root, out=args.out, labs=_ids(args.labs) or [], jobs=args.jobs,
                          isolation=args.isolation, force=args.force, reference_root=args.reference_root,
-                         extra_checks=args.extra_checks, repeat=args.repeat)
+                         extra_checks=args.extra_checks, repeat=args.repeat, roster=args.roster)
     except UsageError as e:
         print(f"labgrade: {e}", file=sys.stderr)
         return EXIT_USAGE

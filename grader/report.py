@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 from . import catalogue
 from .atomic import write_atomic
 from .errors import ReportError
 from .results import CheckResult, Summary
+
+if TYPE_CHECKING:
+    from .roster import Student
 
 # A class's results: (student, the summary of one of their labs), in the gradebook's order.
 Graded = tuple[str, Summary]
@@ -112,10 +115,11 @@ def _labs(rows: Sequence[Graded]) -> list[str]:
     return [lab for lab in catalogue.LABS if any(s.lab == lab for _, s in rows)]
 
 
-def write_gradebook(path: Path, rows: Sequence[Graded]) -> None:
-    """One row per student; a column per lab and per lab:check."""
+def write_gradebook(path: Path, rows: Sequence[Graded], roster: Mapping[str, Student] | None = None) -> None:
+    """One row per student; a column per lab and per lab:check. With a roster: each student's name
+    and SIS id, and a row ("missing" labs, total 0) for a roster student with nothing graded."""
     labs = _labs(rows)
-    cols = ["student", "total"]
+    cols = ["student", *(["name", "sis_id"] if roster is not None else []), "total"]
     for lab in labs:
         ids = [c.id for c in catalogue.checks(lab)]
         ids += sorted({c.id for _, s in rows if s.lab == lab for c in s.checks} - set(ids))  # extra checks
@@ -127,6 +131,10 @@ def write_gradebook(path: Path, rows: Sequence[Graded]) -> None:
         r["total"] += s.score
         for c in s.checks:
             r[f"{s.lab}:{c.id}"] = c.score if c.charged else "error"
+    for d, st in (roster or {}).items():
+        if d not in book:
+            book[d] = {"student": d, "total": 0, **{lab: "missing" for lab in labs}}
+        book[d].update(name=st.name, sis_id=st.sis_id)
     text = io.StringIO(newline="")
     w = csv.DictWriter(text, fieldnames=cols, restval="")
     w.writeheader()
