@@ -25,8 +25,12 @@ BUILD_TIMEOUT = 30.0  # a lab builds in 1-3 s (TSan included), 10x that on a loa
 BUILD_DISK_LIMIT = 256 * MiB
 BUILD_FILE_LIMIT = 20000   # files a build may create in the lab directory (each costs the disk check a stat)
 READY_TIMEOUT = 5.0        # LABS.md promises 3 s; we wait longer so a loaded machine never fails a correct server
-TSAN_READY_TIMEOUT = 15.0
+SANITIZED_READY_TIMEOUT = 15.0
 TSAN_FLAGS = {"CFLAGS": "-g -O1 -fsanitize=thread", "LDFLAGS": "-fsanitize=thread"}
+# AddressSanitizer and UndefinedBehaviorSanitizer; uninitialised stack variables hold a pattern
+# (0xFE...), never the zero a lucky stack gives, so a read of one goes wrong the same way every time
+ASAN_FLAGS = {"CFLAGS": "-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -ftrivial-auto-var-init=pattern",
+              "LDFLAGS": "-fsanitize=address,undefined"}
 
 
 @dataclass
@@ -135,7 +139,7 @@ class Server:
     build: BuildResult
     sandbox: Sandbox
     port: int
-    tsan: bool = False
+    sanitized: bool = False  # a ThreadSanitizer or AddressSanitizer build: no RLIMIT_AS, more time to start
     args: tuple[str, ...] = ()  # after PORT (lab `pool`: WORKERS)
     env_extra: dict[str, str] = field(default_factory=dict)
     output: BoundedOutput = field(default_factory=BoundedOutput)
@@ -172,7 +176,7 @@ class Server:
             self.child = pexpect.spawn(
                 str(self.build.binary), [str(self.port), *self.args], cwd=str(work),
                 env=self.sandbox.env(work, self.env_extra), echo=False, encoding=None,
-                preexec_fn=self.sandbox.preexec(tsan=self.tsan, new_session=False),
+                preexec_fn=self.sandbox.preexec(sanitized=self.sanitized, new_session=False),
                 dimensions=(24, 200))
         except (pexpect.ExceptionPexpect, OSError) as e:
             raise GradingEnvironmentError(f"cannot start the server on a pty: {e}") from e
@@ -201,7 +205,7 @@ class Server:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """True when a socket listens on our port; False if the server died or never listened."""
-        timeout = timeout or (TSAN_READY_TIMEOUT if self.tsan else READY_TIMEOUT)
+        timeout = timeout or (SANITIZED_READY_TIMEOUT if self.sanitized else READY_TIMEOUT)
         deadline = self.started_at + timeout
         while time.monotonic() < deadline:
             if probes.listening_inodes(self.port):

@@ -164,7 +164,7 @@ def grading(request: pytest.FixtureRequest) -> Iterator[GradingSession]:
 
 @pytest.fixture
 def server(grading: GradingSession) -> Iterator[Callable[..., Server]]:
-    """Start fresh servers (`server()`, `server(tsan=True)`, `server(build)`); all stopped after."""
+    """Start fresh servers (`server()`, `server(sanitized=True)`, `server(build)`); all stopped after."""
     yield grading.start
     left = grading.stop_servers()
     if left:
@@ -180,6 +180,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     exc = call.excinfo.value
     if isinstance(exc, CheckFailed):
         verdict.update(status="failed", feedback=exc.feedback)
+        if exc.details:
+            verdict["details"] = exc.details
         session = getattr(item, "funcargs", {}).get("grading")
         meta = check_marker(item)
         if isinstance(session, GradingSession) and meta and not isinstance(exc, NotGraded):

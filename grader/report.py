@@ -40,7 +40,8 @@ def summarize(*, lab: str, submission: str, pytest_report: dict[str, Any], secon
         secs = sum(float((t.get(ph) or {}).get("duration", 0.0)) for ph in ("setup", "call", "teardown"))
         rows.append(CheckResult(id=check["id"], status=status, score=check["points"] if status == "passed" else 0,
                                 max_score=check["points"], visibility=check["visibility"], feedback=feedback,
-                                seconds=round(secs, 2), metrics=verdict.get("metrics")))
+                                seconds=round(secs, 2), metrics=verdict.get("metrics"),
+                                details=verdict.get("details")))
     if not rows:
         raise ReportError("the checks produced no results")
     rows.sort(key=lambda r: order.get(r.id, len(order)))

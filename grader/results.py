@@ -34,6 +34,7 @@ class CheckResult:
     feedback: str             # what was done, what was seen, the rule, a hint
     seconds: float
     metrics: Mapping[str, float] | None = None  # e.g. throughput_lines_per_s: units in the key
+    details: str | None = None  # a failure's evidence in full, for the instructor (not in Gradescope's output)
 
     def __post_init__(self) -> None:
         if self.metrics is not None:  # frozen all the way down
@@ -50,6 +51,8 @@ class CheckResult:
                                "feedback": self.feedback, "seconds": self.seconds}
         if self.metrics is not None:
             out["metrics"] = dict(self.metrics)
+        if self.details:
+            out["details"] = self.details
         return out
 
     @classmethod

@@ -14,10 +14,11 @@ _TOP = {"lab": str, "submission": str, "gradable": bool, "score": (int, float), 
 _CHECK = {"id": str, "status": str, "score": (int, float), "max_score": (int, float), "visibility": str,
           "feedback": str, "seconds": (int, float)}
 # Optional fields (DESIGN.md, "Growing the interfaces"; `error` says why a summary is not gradable):
-# absent, or of this type. Per check, `metrics` maps names (units in the key) to numbers.
+# absent, or of this type. Per check, `metrics` maps names (units in the key) to numbers, and
+# `details` is a failure's evidence in full (a sanitizer's report) for the instructor.
 OPTIONAL_TOP = {"error": str, "grader_version": str, "catalogue_sha256": str, "submission_sha256": str,
                 "seed": int, "commit": str, "committed_at": str}
-OPTIONAL_CHECK = {"metrics": dict}
+OPTIONAL_CHECK = {"metrics": dict, "details": str}
 
 
 def _fields(obj: Any, spec: dict[str, Any], where: str, optional: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from types import TracebackType
 
 from . import probes
 from .errors import GradingEnvironmentError
-from .harness import TSAN_FLAGS, BuildResult, Server, build
+from .harness import ASAN_FLAGS, TSAN_FLAGS, BuildResult, Server, build
 from .isolation.local import Sandbox
 from .verdict import NotGraded, fail
 
@@ -78,7 +78,7 @@ class GradingSession:
         self.failed_checks: list[str] = []
         self._never_ready: dict[Path, list[str]] = {}  # build directory -> why each start failed, until one works
         self._was_ready: set[Path] = set()
-        self._same_source: dict[Path, Path] = {}  # a rebuild of the submission (tsan) -> its plain build
+        self._same_source: dict[Path, Path] = {}  # a rebuild of the submission (a sanitizer's) -> its plain build
 
     def charge_failure(self, check_id: str, seconds: float) -> None:
         """A check this submission failed took `seconds`: they count against the grading's budget
@@ -106,8 +106,15 @@ class GradingSession:
         return b
 
     def tsan_build(self) -> BuildResult:
+        return self._rebuild("submission-tsan", TSAN_FLAGS)
+
+    def asan_build(self) -> BuildResult:
+        return self._rebuild("submission-asan", ASAN_FLAGS)
+
+    def _rebuild(self, key: str, flags: dict[str, str]) -> BuildResult:
+        """The submission built again with the grader's CFLAGS and LDFLAGS (a sanitizer)."""
         plain = self.built()
-        b = self._build("submission-tsan", self.submission, TSAN_FLAGS)
+        b = self._build(key, self.submission, flags)
         self._same_source[b.directory] = plain.directory  # it starts as the plain build does: they share a record
         return b
 
@@ -126,7 +133,7 @@ class GradingSession:
         return b
 
     # -- servers -------------------------------------------------------------------
-    def start(self, b: BuildResult | None = None, *, tsan: bool = False, env: dict[str, str] | None = None,
+    def start(self, b: BuildResult | None = None, *, sanitized: bool = False, env: dict[str, str] | None = None,
               args: Sequence[str] = (), what: str = "the server") -> Server:
         """A fresh server (`./server PORT ARGS...`), ready (listening) or the end of the check with the reason."""
         if self.failed_seconds > GRADING_BUDGET:
@@ -149,7 +156,7 @@ class GradingSession:
                  hint="run `./server 5000` yourself and look at `ss -ltnp`: fix the start first (the first "
                       "failed check shows the server's output), every other check needs it")
         port = self.sandbox.allocate_port()
-        s = Server(b, b.sandbox or self.sandbox, port, tsan=tsan, args=tuple(args), env_extra=env or {})
+        s = Server(b, b.sandbox or self.sandbox, port, sanitized=sanitized, args=tuple(args), env_extra=env or {})
         self.servers.append(s)
         s.start()
         if s.wait_ready():

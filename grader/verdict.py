@@ -7,8 +7,9 @@ from typing import NoReturn
 class CheckFailed(Exception):
     """The submission lost this check's points; the message is the student's feedback."""
 
-    def __init__(self, did: str, saw: str, rule: str = "", hint: str = "") -> None:
+    def __init__(self, did: str, saw: str, rule: str = "", hint: str = "", details: str = "") -> None:
         self.did, self.saw, self.rule, self.hint = did, saw, rule, hint
+        self.details = details  # the evidence in full (a sanitizer's whole report): the summary's, not the feedback's
         super().__init__(self.feedback)
 
     @property
@@ -26,12 +27,12 @@ class NotGraded(CheckFailed):
 
     def __init__(self, why: str) -> None:
         Exception.__init__(self, why)
-        self.did, self.saw, self.rule, self.hint = "", why, "", ""
+        self.did, self.saw, self.rule, self.hint, self.details = "", why, "", "", ""
 
     @property
     def feedback(self) -> str:
         return self.saw
 
 
-def fail(did: str, saw: str, *, rule: str = "", hint: str = "") -> NoReturn:
-    raise CheckFailed(did, saw, rule, hint)
+def fail(did: str, saw: str, *, rule: str = "", hint: str = "", details: str = "") -> NoReturn:
+    raise CheckFailed(did, saw, rule, hint, details)

@@ -79,7 +79,7 @@ def test_its_thread_sanitizer_build_shares_the_record_of_its_plain_build(submiss
     with GradingSession("fork", submission) as grading:
         for _ in range(START_FAILURES):
             start_feedback(grading)
-        said, secs = start_feedback(grading, b=grading.tsan_build(), tsan=True)
+        said, secs = start_feedback(grading, b=grading.tsan_build(), sanitized=True)
         assert f"never listened in the {START_FAILURES} checks before this one" in said, said
         assert secs < 0.5
 
@@ -89,6 +89,6 @@ def test_the_thread_sanitizer_build_of_a_server_that_listened_is_started(submiss
         assert start_feedback(grading, env={"LISTEN": "1"})[0] == ""
         for _ in range(START_FAILURES):
             start_feedback(grading)
-        said, _secs = start_feedback(grading, b=grading.tsan_build(), tsan=True)
+        said, _secs = start_feedback(grading, b=grading.tsan_build(), sanitized=True)
         assert "no listening socket appeared" in said and "exited with status 3" in said, said
-        assert start_feedback(grading, b=grading.tsan_build(), tsan=True, env={"LISTEN": "1"})[0] == ""
+        assert start_feedback(grading, b=grading.tsan_build(), sanitized=True, env={"LISTEN": "1"})[0] == ""

@@ -263,9 +263,9 @@ def check_robust_disconnect(start: Start) -> None:
 
 
 class SharedChecks(NamedTuple):
-    """The seven checks every lab shares, as pytest test functions marked for one lab. A lab's
+    """The eight checks every lab shares, as pytest test functions marked for one lab. A lab's
     module names each one, in this order:
-    `test_build, test_echo, ..., test_vs_reference = common.shared_checks(LAB)`."""
+    `test_build, test_echo, ..., test_vs_reference, test_memory = common.shared_checks(LAB)`."""
     test_build: Callable[..., None]
     test_echo: Callable[..., None]
     test_eof: Callable[..., None]
@@ -273,17 +273,21 @@ class SharedChecks(NamedTuple):
     test_fd_leak: Callable[..., None]
     test_robust_disconnect: Callable[..., None]
     test_vs_reference: Callable[..., None]
+    test_memory: Callable[..., None]
 
 
 def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
                   fd_leak_flood: bool = False,
-                  fd_also: Callable[[Server], Sequence[Held]] | None = None) -> SharedChecks:
+                  fd_also: Callable[[Server], Sequence[Held]] | None = None,
+                  memory_terminate: bool = False) -> SharedChecks:
     """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
     (points and visibility from the catalogue). Every server they start, the reference's too, is
     `./server PORT ARGS...`; `concurrency` connects `concurrent` clients at once; with
     `fd_leak_flood`, `fd-leak`'s first wave has a client that resets while it is owed echo
     (check_fd_leak's flood_reset: in lab select, where the server owns each write's failure);
-    `fd-leak` also compares the descriptors of the processes `fd_also` names (check_fd_leak's `also`)."""
+    `fd-leak` also compares the descriptors of the processes `fd_also` names (check_fd_leak's `also`);
+    with `memory_terminate`, `memory` ends its server with SIGTERM (lab ipc: every process then exits,
+    and LeakSanitizer looks at each)."""
 
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
@@ -313,7 +317,13 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
 
         check_vs_reference(grading, started(server))
 
+    def test_memory(grading: GradingSession, server: Start) -> None:
+        from .memory import check_memory  # it builds on this module
+
+        check_memory(grading, server, args=args, terminate=memory_terminate)
+
     return SharedChecks(
         graded(lab, "build")(test_build), graded(lab, "echo")(test_echo), graded(lab, "eof")(test_eof),
         graded(lab, "concurrency")(test_concurrency), graded(lab, "fd-leak")(test_fd_leak),
-        graded(lab, "robust-disconnect")(test_robust_disconnect), graded(lab, "vs-reference")(test_vs_reference))
+        graded(lab, "robust-disconnect")(test_robust_disconnect), graded(lab, "vs-reference")(test_vs_reference),
+        graded(lab, "memory")(test_memory))

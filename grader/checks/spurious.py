@@ -4,13 +4,12 @@ A wait in a `while` loop waits again and loses nothing; one in an `if` goes on w
 false, which no client can force from outside the process. Semaphore designs never call it."""
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-from ..errors import GradingEnvironmentError
 from ..harness import BuildResult
 from ..session import GradingSession
+from . import preload
 
 SOURCE = Path(__file__).with_name("spurious.c")
 NOTE = ("this check ran your server with pthread_cond_wait waking up spuriously on every other call of each "
@@ -20,31 +19,8 @@ NOTE = ("this check ran your server with pthread_cond_wait waking up spuriously 
         "grader's package (its first lines say how to build and preload it)")
 
 
-def library(grading: GradingSession) -> Path:
-    """The library, built once per grading in the sandbox's root: the grader's, readable and loadable by
-    the student uid, not writable by it. A build that fails is the machine's problem."""
-    d = grading.sandbox.root / "spurious"
-    lib = d / "spurious.so"
-    if lib.is_file():
-        return lib
-    d.mkdir(mode=0o755, exist_ok=True)
-    tmp = d / "spurious.so.tmp"
-    try:
-        r = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(tmp), str(SOURCE), "-ldl"],
-                           capture_output=True, timeout=60, cwd=d)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise GradingEnvironmentError(f"cannot build the spurious wake-up library ({SOURCE.name}): {e}") from e
-    if r.returncode != 0 or not tmp.is_file():
-        raise GradingEnvironmentError(f"the spurious wake-up library ({SOURCE.name}) did not build: "
-                                      + r.stderr.decode(errors="replace")[-500:])
-    os.chmod(d, 0o755)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, lib)
-    return lib
-
-
 def env(grading: GradingSession) -> dict[str, str]:
-    return {"LD_PRELOAD": str(library(grading))}
+    return {"LD_PRELOAD": str(preload.library(grading, SOURCE, "-ldl"))}
 
 
 def uses_condvars(b: BuildResult) -> bool:

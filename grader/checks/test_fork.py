@@ -6,6 +6,6 @@ from . import common, processes
 LAB = "fork"
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
- test_vs_reference) = common.shared_checks(LAB)
+ test_vs_reference, test_memory) = common.shared_checks(LAB)
 (test_process_per_client, test_zombies, test_child_exit, test_listenfd_closed,
  test_accept_eintr) = processes.process_checks(LAB)

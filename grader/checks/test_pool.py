@@ -25,7 +25,7 @@ SHARED = 16     # WORKERS of the shared checks: vs-reference runs 16 clients at 
 HINT_SERVE = "this check needs a server that serves: make `echo` and `concurrency` pass first"
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
- test_vs_reference) = common.shared_checks(LAB, args=(str(SHARED),), concurrent=SHARED)
+ test_vs_reference, test_memory) = common.shared_checks(LAB, args=(str(SHARED),), concurrent=SHARED)
 
 
 def start(server: Start, workers: int | None, what: str = "the server") -> Server:

@@ -17,7 +17,7 @@ LAB = "select"
 
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
- test_vs_reference) = common.shared_checks(LAB, fd_leak_flood=True)
+ test_vs_reference, test_memory) = common.shared_checks(LAB, fd_leak_flood=True)
 
 
 @graded(LAB, "single-thread")

@@ -31,7 +31,7 @@ UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyad
 
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
- test_vs_reference) = common.shared_checks(LAB)
+ test_vs_reference, test_memory) = common.shared_checks(LAB)
 
 
 def binary_line() -> bytes:

@@ -34,7 +34,7 @@ def check_tsan(grading: GradingSession, server: Start, load: Callable[[Server], 
     logs = b.directory / "tsan-report"
     env = {"TSAN_OPTIONS": f"log_path={logs} halt_on_error=0 report_signal_unsafe=0 history_size=4"}
     try:
-        s = server(b, tsan=True, env=env, args=args, what="the ThreadSanitizer build")
+        s = server(b, sanitized=True, env=env, args=args, what="the ThreadSanitizer build")
     except Exception:
         _tsan_runtime_failed(b.directory, None)
         raise

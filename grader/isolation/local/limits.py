@@ -31,7 +31,7 @@ class Limits:
     # container's pids limit (512) also counts the grader: half of it stays the grader's.
     # Legal designs need at most about 65 (a thread per client, or 64 workers and the main thread).
     nproc: int = 256
-    address_space: int = 4 << 30  # virtual memory per process; not set for ThreadSanitizer builds
+    address_space: int = 4 << 30  # virtual memory per process; not set for sanitizer builds
     cpu_seconds: int = 300       # CPU time per process
     file_size: int = 256 * MiB   # largest file a build or server may write
     memory: int = 1024 * MiB     # resident memory of all the sandbox's processes together (watchdog)
@@ -43,7 +43,7 @@ class Limits:
     # starve a correct server: off there.
     idle_cpu: bool = field(default_factory=lambda: os.environ.get(IDLE_ENV) == "1")
 
-    def apply(self, *, nproc: int, tsan: bool, own_uid: bool) -> None:
+    def apply(self, *, nproc: int, sanitized: bool, own_uid: bool) -> None:
         """In a child between fork and exec: the CPU priority and rlimits of student code.
         `nproc` is its RLIMIT_NPROC; `own_uid`: it runs as a uid of its own (root), where that
         limit may be set above the current hard one."""
@@ -55,8 +55,8 @@ class Limits:
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
         resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size, self.file_size))
-        if tsan:
-            # ThreadSanitizer maps huge shadow regions and needs a fixed layout
+        if sanitized:
+            # Thread- and AddressSanitizer map huge shadow regions (no RLIMIT_AS); TSan needs a fixed layout
             ctypes.CDLL(None).personality(ADDR_NO_RANDOMIZE)
         else:
             resource.setrlimit(resource.RLIMIT_AS, (self.address_space, self.address_space))

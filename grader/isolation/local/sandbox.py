@@ -105,7 +105,7 @@ class Sandbox:
         env.update(extra or {})
         return env
 
-    def preexec(self, *, tsan: bool = False, new_session: bool = True) -> Callable[[], None]:
+    def preexec(self, *, sanitized: bool = False, new_session: bool = True) -> Callable[[], None]:
         """Runs in the child between fork and exec: limits, a private view of the file system and
         IPC objects of its own (root, outside containers), then the unprivileged uid. Starts the
         watchdog."""
@@ -126,7 +126,7 @@ class Sandbox:
                 private_view(keep, hide, lim.scratch)
             if ipc:
                 private_ipc()
-            lim.apply(nproc=nproc, tsan=tsan, own_uid=uid is not None)
+            lim.apply(nproc=nproc, sanitized=sanitized, own_uid=uid is not None)
             if uid is not None and gid is not None:
                 os.setgroups([])
                 os.setresgid(gid, gid, gid)

@@ -1,0 +1,94 @@
+/*
+ * server.c - lab thread, one bug: each thread's malloc'd copy of connfd is never
+ * freed (a leak per client), and the server hides it from LeakSanitizer by
+ * defining its default options (detect_leaks=0).  Otherwise the model answer, model answer: a thread-based concurrent echo server
+ *
+ * The main thread only accepts; each connection is served by a detached
+ * thread of its own, which echoes its client's lines and adds their lengths
+ * to a count shared by all threads.
+ * Usage: ./server PORT
+ */
+#include "netlib.h"
+
+static unsigned long byte_cnt;  /* bytes received from every client; guarded by cnt_mutex */
+static pthread_mutex_t cnt_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* count_bytes - add n to the shared count and return its new value */
+static unsigned long count_bytes(size_t n)
+{
+    Pthread_mutex_lock(&cnt_mutex);         /* rule: the lock covers only the addition */
+    unsigned long total = byte_cnt += n;    /* read inside the lock: T just after adding N */
+    Pthread_mutex_unlock(&cnt_mutex);
+    return total;
+}
+
+/* echo_cnt - echo each line of connfd and report it, until EOF */
+static void echo_cnt(int connfd)
+{
+    rio_t rio;
+    char buf[MAXLINE];
+    ssize_t n;
+
+    rio_readinitb(&rio, connfd);
+    while ((n = rio_readlineb(&rio, buf, MAXLINE)) > 0) {
+        int sent = rio_writen(connfd, buf, (size_t)n) == n;
+        unsigned long total = count_bytes((size_t)n);
+        /* one printf per line: stdio's lock keeps lines of different threads whole */
+        printf("server received %zd (%lu total) bytes on fd %d\n", n, total, connfd);
+        fflush(stdout);
+        if (!sent)
+            return;             /* client reset or gone (EPIPE, ECONNRESET): stop */
+    }
+}
+
+/* thread - serve the client whose descriptor vargp carries, as a value */
+static void *thread(void *vargp)
+{
+    int connfd = *(int *)vargp;  /* BUG: the block vargp points to is never freed */
+
+    Pthread_detach(pthread_self()); /* rule: its resources go back when it returns */
+    echo_cnt(connfd);
+    Close(connfd);              /* rule: release the descriptor when the client is done */
+    return NULL;
+}
+
+/* BUG: switches LeakSanitizer off in any build that has it */
+const char *__lsan_default_options(void)
+{
+    return "detect_leaks=0";
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+        exit(EXIT_FAILURE);
+    }
+    install_handler(SIGPIPE, SIG_IGN, 0);   /* a vanished client gives EPIPE, not death */
+    int listenfd = Open_listenfd(argv[1]);
+
+    for (;;) {
+        int connfd = accept(listenfd, NULL, NULL);
+        if (connfd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            unix_error("accept");
+        }
+        /* rule: a thread per client, given connfd by value.  (A malloc'd copy
+         * that the thread frees is race-free too, but then each thread's
+         * first free sets up a malloc arena: 64 MiB more address space.) */
+        pthread_t tid;
+        int *connfdp = malloc(sizeof *connfdp);
+        if (connfdp == NULL) {
+            Close(connfd);
+            continue;
+        }
+        *connfdp = connfd;
+        int rc = pthread_create(&tid, NULL, thread, connfdp);
+        if (rc != 0) {          /* out of threads: drop this client, keep serving */
+            errno = rc;
+            perror("pthread_create");
+            Close(connfd);
+        }
+    }
+}
