@@ -76,7 +76,8 @@ def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] 
     opts = f"log_path={logs}"
     env = {"ASAN_OPTIONS": f"{opts}:halt_on_error=1:detect_leaks=1:leak_check_at_exit=1:exitcode=86:"
                            "verify_asan_link_order=0:quarantine_size_mb=32:malloc_context_size=12:"
-                           "detect_stack_use_after_return=0:allocator_may_return_null=1:abort_on_error=0",
+                           "detect_stack_use_after_return=0:allocator_may_return_null=1:abort_on_error=0:"
+                           "max_malloc_fill_size=16777216:malloc_fill_byte=190",
            "LSAN_OPTIONS": f"{opts}:max_leaks=8:report_objects=0",
            "UBSAN_OPTIONS": f"{opts}:print_stacktrace=1:halt_on_error=0:report_error_type=1",
            "LD_PRELOAD": str(preload.library(grading, LEAKCHECK, "-pthread")),
@@ -100,8 +101,9 @@ def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] 
     if not first_echo:
         fail(did, f"the first client's lines did not come back from the AddressSanitizer build, and no sanitizer "
              f"reported anything; {state(s)}", rule=RULE,
-             hint="the echo checks say more; if they pass, a variable read before it is set is likely: this build "
-                  "fills uninitialised stack variables with 0xFE bytes, where yours happened to hold what worked")
+             hint="the echo checks say more; if they pass, memory read before it is set is likely: this build fills "
+                  "uninitialised stack variables with 0xFE bytes and new malloc blocks with 0xBE, where yours "
+                  "happened to hold zeros (set every field of what you allocate, or use calloc)")
     if not asked:
         fail(did, "the server's first process never took the grader's request for a leak check (its library, "
              f"preloaded, listens on a FIFO in its directory); {state(s)}", rule=RULE,
@@ -119,10 +121,11 @@ def _workload(s: Server) -> bool:
         binary = bytes(b for b in range(256) if b != 10) + b"\n"
         long = random_line(8192)
         ok = c.echo(block, PATIENCE) == block
-        c.send_bytewise(line, gap=0.001)
-        ok = c.recv_exactly(len(line), PATIENCE) == line and ok
-        ok = c.echo(binary, PATIENCE) == binary and ok
-        ok = c.echo(long, PATIENCE) == long and ok
+        if ok:  # a build that does not serve is not waited for four times
+            c.send_bytewise(line, gap=0.001)
+            ok = c.recv_exactly(len(line), PATIENCE) == line
+            ok = c.echo(binary, PATIENCE) == binary and ok
+            ok = c.echo(long, PATIENCE) == long and ok
     with Client(s.port) as c:
         c.send(b"".join(random_lines(2)) + random_line(30)[:-1])
         c.shutdown_write()
