@@ -53,6 +53,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--assignment", action="append", default=[], metavar="LAB=NAME",
                    help="the Canvas assignment a lab's column goes to (default: `labgrade LAB`, a new one); "
                         "repeat per lab; an existing assignment is named as Canvas exports it, `NAME (ID)`")
+    m = sub.add_parser("similarity", help="rank pairs of a lab's submissions by shared code (copydetect); "
+                       "changes no score")
+    m.add_argument("root", type=Path, help="ROOT/<student>/<lab>/, as for batch")
+    m.add_argument("--lab", choices=labs, required=True)
+    m.add_argument("--out", type=Path, required=True, help="where similarity.html and pairs.csv go")
+    m.add_argument("--skeleton", type=Path, help="the starter code, never counted (default: assignments/LAB)")
+    m.add_argument("--archive", type=Path, action="append", default=[],
+                   help="a past term's ROOT (ARCHIVE/<student>/<lab>/), compared too; repeatable")
+    m.add_argument("--top", type=int, default=50, help="pairs written to pairs.csv (default 50)")
     h = sub.add_parser("handout", help="write the student bundle: assignments, workspace image, compose file, "
                        "GitHub Classroom workflow (no reference, no hidden checks)")
     h.add_argument("out", type=Path)
@@ -90,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             from .diff import run_diff
 
             return run_diff(args.old, args.new, args.csv)
+        if args.command == "similarity":
+            from .similarity import run_similarity
+
+            return run_similarity(args.root, args.lab, args.out, args.skeleton, args.archive, args.top)
         if args.command == "export":
             from .roster import export_canvas
 

@@ -75,6 +75,8 @@ def test_git_keeps_the_wheels_and_ignores_build_products() -> None:
                "submissions/alice/thread/server", "submissions/bob/fork/server.o",
                "tests/servers/fork/no-reap/server", "tests/servers/select/build-error/echoserver", "results/x.json"]
     kept = ["images/wheels/requirements.txt", *(f"images/wheels/{w.name}" for w in WHEELS.glob("*.whl")),
+            "images/wheels-grader/requirements.txt",
+            *(f"images/wheels-grader/{w.name}" for w in (ROOT / "images" / "wheels-grader").glob("*.whl")),
             "assignments/fork/server.c", "tests/servers/fork/no-reap/server.c"]
     assert _ignored_by_gitignore([*ignored, *kept]) == set(ignored)
     git = shutil.which("git") and subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True)
