@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,20 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import catalogue
+from . import catalogue, deadlines
 from .atomic import write_atomic, write_json
 from .errors import ReportError, UsageError
+from .ownership import RESULTS_OWNER_ENV, results_owner  # noqa: F401 (batch.X for its callers)
 from .processes import end_process
 from .repeat import flickers, recorded, repeat_path, write_flicker
 from .report import gradescope, print_gradebook, ungradable, write_gradebook, write_junit
 from .results import Summary, load_summary
 from .roster import load_roster, reconcile, say_unmatched
 from .run import GRADE_TIMEOUT
-
-# Whose the results are when the batch runs as root: the owner of --out when that is not root,
-# else the owner of the path this names (docker-compose.yml: the class it mounts, which belongs to
-# whoever cloned the repository), so that `docker compose run --rm grade` leaves the user's files.
-RESULTS_OWNER_ENV = "LABGRADE_RESULTS_OWNER"
 
 # The child's own time limit (GRADE_TIMEOUT) fires first and cleans up after itself; this one
 # is the backstop for a child that does not come back at all.
@@ -64,6 +61,8 @@ class Job:
     student: str
     lab: str
     directory: Path
+    commit: str | None = None        # --deadline: the commit graded (directory: its scratch copy)
+    committed_at: str | None = None
 
     @property
     def label(self) -> str:
@@ -137,7 +136,7 @@ def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
             tmp.unlink(missing_ok=True)
             return None
         reason = (err or b"").decode(errors="replace").strip()[-2000:]
-        summary = load_summary(tmp).replace(submission=job.label)
+        summary = load_summary(tmp).replace(submission=job.label, commit=job.commit, committed_at=job.committed_at)
     except TimeoutError as e:
         summary = ungradable(lab=job.lab, submission=job.label, seconds=time.monotonic() - t0, reason=str(e))
     except (OSError, ReportError) as e:
@@ -204,7 +203,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolation: str = "auto",
               force: bool = False, reference_root: Path | None = None, extra_checks: Path | None = None,
-              repeat: int = 1, roster: Path | None = None) -> int:
+              repeat: int = 1, roster: Path | None = None, deadline: str | None = None,
+              late_days: Path | None = None) -> int:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -223,6 +223,11 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     out.mkdir(parents=True, exist_ok=True)
     if roster is not None:
         write_atomic(out / "roster.csv", roster.read_bytes())  # `labgrade export canvas` reads it there
+    picks = None
+    if deadline is not None:  # each lab at its last commit before the deadline (grader.deadlines)
+        due, allowances = deadlines.parse_deadline(deadline), deadlines.load_allowances(late_days)
+        picks = deadlines.plan(todo_all, due, allowances, out / ".commits")
+        todo_all = [p.job for p in picks]
     if extra_checks is not None and isolation == "auto":
         con.print("labgrade: --extra-checks grades with the `local` isolation (the grader image holds only "
                   "the checks built into it)")
@@ -234,6 +239,12 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     runs: dict[Job, list[Summary | None]] = {}  # --repeat: each job's gradings, made or to make
     todo = []
     for j in todo_all:
+        if picks is not None and j.commit is None:
+            results[j] = deadlines.no_commit(j, due)
+            summary_path(out, j).parent.mkdir(parents=True, exist_ok=True)
+            results[j].write(summary_path(out, j))
+            con.print(f"  {j.label}: nothing to grade: no commit touching it at or before the deadline")
+            continue
         done = None if force else load_done(out, j)
         if repeat > 1:
             runs[j] = [None] * repeat if force else load_runs(out, j, repeat)
@@ -294,6 +305,10 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         hand_over(out, todo_all)
+    if picks is not None:
+        todo_all = deadlines.finish(picks, results, lambda j: grade_one(j, out, iso, reference_root, extra_checks),
+                                    out / "late-days.csv", due, allowances)
+        shutil.rmtree(out / ".commits", ignore_errors=True)  # the copies graded: their commits say what they were
     ordered = [(j.student, results[j]) for j in todo_all]
     if repeat > 1:
         rows = [r for j in todo_all for r in flickers(j.student, [x for x in load_runs(out, j, repeat) if x])]
@@ -310,22 +325,6 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     return 0 if all(s.gradable for _, s in ordered) else 1
 
 
-def results_owner(out: Path) -> tuple[int, int] | None:
-    """(uid, gid) the results should belong to, or None when they stay the batch's own: only a
-    batch run as root hands them over, to the owner of `out` or else of $LABGRADE_RESULTS_OWNER,
-    whichever first is not root."""
-    if os.geteuid() != 0:
-        return None
-    for p in (str(out), os.environ.get(RESULTS_OWNER_ENV)):
-        try:
-            st = os.stat(p) if p else None
-        except OSError:
-            continue
-        if st is not None and st.st_uid != 0:
-            return st.st_uid, st.st_gid
-    return None
-
-
 def hand_over(out: Path, jobs: Iterable[Job]) -> None:
     """Give what the batch writes in `out` (out itself, a directory per student, each job's two
     files, gradebook.csv, junit.xml) to `results_owner`; nothing else in `out` is touched, and
@@ -333,7 +332,7 @@ def hand_over(out: Path, jobs: Iterable[Job]) -> None:
     owner = results_owner(out)
     if owner is None:
         return
-    paths = [out, out / "gradebook.csv", out / "junit.xml", out / "roster.csv"]
+    paths = [out, out / "gradebook.csv", out / "junit.xml", out / "roster.csv", out / "late-days.csv"]
     for j in jobs:
         dest = summary_path(out, j)
         paths += [dest.parent, dest, dest.parent / f"{j.lab}.results.json"]

@@ -45,6 +45,10 @@ def parser() -> argparse.ArgumentParser:
                    "writes flicker.csv (what differed) and records the median-score grading")
     b.add_argument("--roster", type=Path, help="roster.csv (directory,name,sis_id[,login,section,canvas_id]): "
                    "names and SIS ids in gradebook.csv, a copy kept for `labgrade export canvas`")
+    b.add_argument("--deadline", help="submissions are git repositories: grade each lab at its last commit at or "
+                   "before this time (ISO 8601, e.g. 2026-12-10T23:59; local time without an offset)")
+    b.add_argument("--late-days", type=Path, help="with --deadline: CSV of directory,late_days[,extension_days]: "
+                   "one pool of whole days per student, spent lab after lab on commits after the deadline")
     e = sub.add_parser("export", help="a batch's results in another system's import format (canvas)")
     e.add_argument("format", choices=["canvas"])
     e.add_argument("results", type=Path, help="a `labgrade batch --out` directory")
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_batch(root=args.root, out=args.out, labs=_ids(args.labs) or [], jobs=args.jobs,
                          isolation=args.isolation, force=args.force, reference_root=args.reference_root,
-                         extra_checks=args.extra_checks, repeat=args.repeat, roster=args.roster)
+                         extra_checks=args.extra_checks, repeat=args.repeat, roster=args.roster,
+                         deadline=args.deadline, late_days=args.late_days)
     except UsageError as e:
         print(f"labgrade: {e}", file=sys.stderr)
         return EXIT_USAGE
