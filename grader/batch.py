@@ -23,6 +23,7 @@ from typing import Any
 
 from . import catalogue, deadlines
 from .atomic import write_atomic, write_json
+from .classreport import write_report
 from .errors import ReportError, UsageError
 from .ownership import RESULTS_OWNER_ENV, results_owner  # noqa: F401 (batch.X for its callers)
 from .processes import end_process
@@ -317,6 +318,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
                   f"every time; see {shown_path(out / 'flicker.csv')}", highlight=False)
     write_gradebook(out / "gradebook.csv", ordered, students)
     write_junit(out / "junit.xml", ordered)
+    write_report(out / "report.html", ordered)
     hand_over(out, todo_all)
     print_gradebook(ordered)
     if students is not None:
@@ -332,7 +334,8 @@ def hand_over(out: Path, jobs: Iterable[Job]) -> None:
     owner = results_owner(out)
     if owner is None:
         return
-    paths = [out, out / "gradebook.csv", out / "junit.xml", out / "roster.csv", out / "late-days.csv"]
+    paths = [out, out / "gradebook.csv", out / "junit.xml", out / "roster.csv", out / "late-days.csv",
+             out / "report.html"]
     for j in jobs:
         dest = summary_path(out, j)
         paths += [dest.parent, dest, dest.parent / f"{j.lab}.results.json"]
