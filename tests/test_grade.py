@@ -1,6 +1,6 @@
 """`labgrade grade` end to end: skeletons get only `build`, a broken build gives one clear
 message, and nothing of a graded server is left running. (The references' full marks through the
-command line are proven in test_stability.py, five times each under load.)"""
+command line are proven in test_stability.py, four times each under load.)"""
 from __future__ import annotations
 
 import json

@@ -29,6 +29,7 @@ from ..harness import ASAN_FLAGS, BuildResult, Server
 from ..session import GradingSession
 from ..verdict import fail
 from . import preload
+from .blocked import Watch
 from .common import PATIENCE, Start, state, wait_until
 
 MAKE = f"make {' '.join(f'{k}={v!r}' for k, v in ASAN_FLAGS.items())}"
@@ -85,11 +86,13 @@ def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] 
     s = server(b, sanitized=True, env=env, args=args, what="the AddressSanitizer build")
     _runtime_failed(b.directory, s)
     first_echo = _workload(s)
-    asked = _ask_for_leaks(s, fifo)
+    lived = s.alive()  # through the workload (lab ipc's SIGTERM below ends it on purpose)
+    asked = _ask_for_leaks(s, fifo) if first_echo and lived else True  # a broken build fails below
     if terminate:
         s.terminate()
         wait_until(lambda: not any(probes.proc(p) for p in _tree(s)), 3.0, step=0.05)
-    time.sleep(0.2)  # a child's report at its exit is written
+    # (no wait for reports: a child's is written before it exits, and the children are gone or were
+    # waited for; the first process's before it answers the leak check)
     _runtime_failed(b.directory, s)
     reports = _reports(b.directory)
     if reports:
@@ -98,6 +101,10 @@ def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] 
         fail(did, f"{kind}{more}\n{where}", rule=RULE,
              hint=f"{_hint(kind)}; reproduce with `{REPRODUCE}`, run ./server and repeat what the grader did: "
                   f"the report goes to standard error", details=_full(b.directory))
+    if first_echo and not lived:
+        fail(did, f"the server ended before the workload was over, and no sanitizer reported why; {state(s)}",
+             rule=RULE, hint="the echo checks and `robust-disconnect` say more: this check needs a server that "
+                             "keeps serving while its clients come and go")
     if not first_echo:
         fail(did, f"the first client's lines did not come back from the AddressSanitizer build, and no sanitizer "
              f"reported anything; {state(s)}", rule=RULE,
@@ -112,20 +119,18 @@ def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] 
 
 
 def _workload(s: Server) -> bool:
-    """The echo checks' scenarios, each waited for with the echo checks' patience (not judged here,
-    but for the first client's, which says whether the build serves at all)."""
-    ok = False
+    """The echo checks' scenarios, each waited for with the echo checks' patience. Not judged here
+    (the echo checks do), but for the first client's first lines: whether the build serves at all.
+    One that does not is not put through the rest, nor waited for again and again."""
     with Client(s.port) as c:
         block = b"".join(random_lines(5))
+        if c.echo(block, PATIENCE) != block:
+            return False
         line = random_line(40)
-        binary = bytes(b for b in range(256) if b != 10) + b"\n"
-        long = random_line(8192)
-        ok = c.echo(block, PATIENCE) == block
-        if ok:  # a build that does not serve is not waited for four times
-            c.send_bytewise(line, gap=0.001)
-            ok = c.recv_exactly(len(line), PATIENCE) == line
-            ok = c.echo(binary, PATIENCE) == binary and ok
-            ok = c.echo(long, PATIENCE) == long and ok
+        c.send_bytewise(line, gap=0.001)
+        c.recv_exactly(len(line), PATIENCE)
+        for data in (bytes(b for b in range(256) if b != 10) + b"\n", random_line(8192)):
+            c.echo(data, PATIENCE)
     with Client(s.port) as c:
         c.send(b"".join(random_lines(2)) + random_line(30)[:-1])
         c.shutdown_write()
@@ -138,15 +143,18 @@ def _workload(s: Server) -> bool:
         c.send(b"".join(random_lines(200, 100, 200)))
         time.sleep(0.05)
         c.reset()
-    clients = connect_many(s.port, 8)
+    watch = Watch(s)
+    clients = connect_many(s.port, 8, judge=watch)
     try:
-        echo_many(clients, [b"".join(random_lines(2)) for _ in clients], PATIENCE)
+        echo_many(clients, [b"".join(random_lines(2)) for _ in clients], PATIENCE, judge=watch)
     finally:
         close_all(clients)
     for _ in range(SHORT):
         with Client(s.port) as c:
-            c.echo(random_line(32), PATIENCE)
-    return ok
+            line = random_line(32)
+            if c.echo(line, PATIENCE) != line:
+                break  # it stopped serving: the reports say why, if any
+    return True
 
 
 def _tree(s: Server) -> list[int]:
