@@ -105,7 +105,11 @@ def _export(top: Path, rel: str, sha: str, dest: Path) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(dest, filter="data")
+        # files, directories and links inside `dest` only (Python before 3.11.4, Debian's, has no filters)
+        safe = [m for m in tar.getmembers() if (m.isfile() or m.isdir() or m.issym())
+                and not m.name.startswith("/") and ".." not in Path(m.name).parts]
+        kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(dest, members=safe, **kw)  # type: ignore[arg-type]
     return dest / rel
 
 
