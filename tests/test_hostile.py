@@ -398,13 +398,15 @@ def _scores(summary: dict[str, Any]) -> dict[str, int]:
 def test_a_hostile_submission_changes_nothing_for_the_others_of_its_batch(isolation: str, tmp_path: Path) -> None:
     prefix = f"hostile-batch-{uuid.uuid4().hex[:8]}-"
     env = {"LABGRADE_SESSION_PREFIX": prefix}
-    alone = {}
-    for student, src in NORMAL.items():
+    def lone(student: str) -> dict[str, Any]:
         out = tmp_path / f"alone-{student}.json"
-        lab_dir = copy_lab(src, tmp_path / "alone" / student / "fork", "fork")
+        lab_dir = copy_lab(NORMAL[student], tmp_path / "alone" / student / "fork", "fork")
         r = run_cli(["grade", "fork", str(lab_dir), "--json", str(out), "--quiet", "--isolation", isolation], env=env)
         assert r["rc"] == 0, r["stderr"]
-        alone[student] = validate_summary(json.loads(out.read_text()))
+        return validate_summary(json.loads(out.read_text()))
+
+    with ThreadPoolExecutor(len(NORMAL)) as pool:  # each alone in its own process; nothing hostile beside them
+        alone = dict(zip(NORMAL, pool.map(lone, NORMAL), strict=True))
     root = tmp_path / "class"
     for student, src in NORMAL.items():
         copy_lab(src, root / student / "fork", "fork")

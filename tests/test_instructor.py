@@ -407,6 +407,7 @@ def test_classroom_workflow_commands_run_locally(bundle: Path, tmp_path: Path, s
         assert res["version"] == 1 and res["max_score"] == visible_points(lab)
         assert {t["name"] for t in res["tests"]} == {f"{lab}: {c.id}" for c in catalogue.checks(lab)
                                                      if c.visibility == "visible"}
+        assert not any("environment error" in t["name"] for t in res["tests"]), res
         if source == "skeleton":
             assert res["status"] == "fail" and sum(t["score"] for t in res["tests"]) == 5
             assert [t["name"] for t in res["tests"] if t["status"] == "pass"] == [f"{lab}: build"]

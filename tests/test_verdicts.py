@@ -6,7 +6,8 @@ sometimes a Makefile; the rest comes from reference/<lab>, see support.copy_lab)
 `expect.json`: {"why": "...", "fails": [ids], "passes": [ids] | "all"}. `"passes": "all"`
 with no fails marks a correct alternative design: it must score full marks.
 
-The selected servers are graded two at a time (this machine has 2 cores), each in its own
+The selected servers are graded four at a time (this machine has 2 cores; a grading keeps half a
+core busy), each in its own
 `labgrade grade` process, the first time a test needs a verdict. Every server is graded in the
 `local` isolation; in the `docker` isolation (where the scores must equal the `local` ones) a
 sample that still proves every check id both ways there: for each id, in the first lab that has
@@ -31,7 +32,7 @@ from support import ROOT, copy_lab
 from grader import catalogue
 
 SERVERS = ROOT / "tests" / "servers"
-JOBS = 3  # a grading keeps about half a core busy (the rest is its clients waiting, measured): 3 fill 2 cores
+JOBS = 4  # a grading keeps about half a core busy (the rest is its clients waiting, measured): 4 fill 2 cores
 
 
 def cases() -> list[Path]:
