@@ -31,6 +31,7 @@ from ..verdict import fail
 from . import preload
 from .blocked import Watch
 from .common import PATIENCE, Start, state, wait_until
+from .tsan import toolchain_works
 
 MAKE = f"make {' '.join(f'{k}={v!r}' for k, v in ASAN_FLAGS.items())}"
 REPRODUCE = ("make clean && make CFLAGS='-g -O1 -fsanitize=address,undefined -ftrivial-auto-var-init=pattern' "
@@ -63,7 +64,7 @@ def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] 
     b = grading.asan_build()
     did = DID.format(short=SHORT, then=", then the server was sent SIGTERM" if terminate else "")
     if not b.ok:
-        _toolchain_works(grading)
+        toolchain_works(grading, "-fsanitize=address,undefined")
         fail(f"rebuilt your lab with `{MAKE}`", f"{b.problem}:\n{b.output.strip()}",
              rule="the Makefile uses $(CC), $(CFLAGS), $(LDFLAGS), $(LDLIBS)",
              hint="build with `$(CC) $(CFLAGS) $(LDFLAGS) -o server ... $(LDLIBS)`")
@@ -218,16 +219,6 @@ def _not_tampered(source: Path, b: BuildResult) -> None:
         if m and b" UND " not in row:
             fail(did, f"the server defines `{m.group().decode()}`, which sets the sanitizer's options", rule=rule,
                  hint="remove it: the sanitizers' reports are what this check grades")
-
-
-def _toolchain_works(grading: GradingSession) -> None:
-    d = grading.sandbox.workdir("asan-probe")
-    (d / "t.c").write_text("int main(void) { return 0; }\n")
-    r = subprocess.run(["gcc", "-fsanitize=address,undefined", "-o", str(d / "t"), str(d / "t.c")],
-                       capture_output=True)
-    if r.returncode != 0:
-        raise GradingEnvironmentError("this machine cannot build with -fsanitize=address,undefined: "
-                                      + r.stderr.decode(errors="replace")[-500:])
 
 
 def _texts(directory: Path) -> list[tuple[str, str]]:

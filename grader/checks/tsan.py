@@ -22,7 +22,7 @@ def check_tsan(grading: GradingSession, server: Start, load: Callable[[Server], 
     on it (`did` says what that was), and fail with the first report if there is any."""
     b = grading.tsan_build()
     if not b.ok:
-        _tsan_toolchain_works(grading)
+        toolchain_works(grading, "-fsanitize=thread")
         fail(f"rebuilt your lab with `{MAKE}`",
              f"{b.problem}:\n{b.output.strip()}", rule="the Makefile uses $(CC), $(CFLAGS), $(LDFLAGS), $(LDLIBS)",
              hint="build with `$(CC) $(CFLAGS) $(LDFLAGS) -o server ... $(LDLIBS)`")
@@ -56,12 +56,14 @@ def _links_tsan(binary: Path) -> bool:
     return b"libtsan" in out or b"__tsan_init" in out
 
 
-def _tsan_toolchain_works(grading: GradingSession) -> None:
-    d = grading.sandbox.workdir("tsan-probe")
+def toolchain_works(grading: GradingSession, flag: str) -> None:
+    """A sanitizer build that failed: whether the machine can build with `flag` at all (if not,
+    the environment's error, never the student's)."""
+    d = grading.sandbox.workdir("sanitizer-probe")
     (d / "t.c").write_text("int main(void) { return 0; }\n")
-    r = subprocess.run(["gcc", "-fsanitize=thread", "-o", str(d / "t"), str(d / "t.c")], capture_output=True)
+    r = subprocess.run(["gcc", flag, "-o", str(d / "t"), str(d / "t.c")], capture_output=True)
     if r.returncode != 0:
-        raise GradingEnvironmentError("this machine cannot build with -fsanitize=thread: "
+        raise GradingEnvironmentError(f"this machine cannot build with {flag}: "
                                       + r.stderr.decode(errors="replace")[-500:])
 
 
