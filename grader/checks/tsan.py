@@ -59,7 +59,7 @@ def _links_tsan(binary: Path) -> bool:
 def toolchain_works(grading: GradingSession, flag: str) -> None:
     """A sanitizer build that failed: whether the machine can build with `flag` at all (if not,
     the environment's error, never the student's)."""
-    d = grading.sandbox.workdir("sanitizer-probe")
+    d = grading.sandbox.workdir("probe-" + "".join(c if c.isalnum() else "-" for c in flag.lstrip("-")))
     (d / "t.c").write_text("int main(void) { return 0; }\n")
     r = subprocess.run(["gcc", flag, "-o", str(d / "t"), str(d / "t.c")], capture_output=True)
     if r.returncode != 0:
