@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import catalogue
 from .atomic import write_atomic
+from .metrics import distribution
 from .results import Summary
 
 Graded = tuple[str, Summary]
@@ -119,11 +120,13 @@ def render(rows: Sequence[Graded], out: Path) -> str:
                      + "".join(f'<tr><td><a href="#{anchor(st)}-{lab}">{_e(st)}</a></td><td class="n">'
                                f"{s.seconds:.1f}</td><td class=n>{s.score:g}</td></tr>" for st, s in slow)
                      + "</table>")
-        metrics = [(st, r.id, k, v) for st, s in graded for r in s.checks for k, v in (r.metrics or {}).items()]
-        if metrics:
-            parts.append("<h3>Measured</h3><table><tr><th>student</th><th>check</th><th>metric</th><th>value</th></tr>"
-                         + "".join(f"<tr><td>{_e(st)}</td><td>{_e(cid)}</td><td>{_e(k)}</td><td class=n>{v:g}</td>"
-                                   "</tr>" for st, cid, k, v in metrics) + "</table>")
+        dist = distribution(s for _, s in graded)
+        if dist:
+            parts.append("<h3>Measured</h3><table><tr><th>check</th><th>metric</th><th>n</th><th>min</th><th>q1</th>"
+                         "<th>median</th><th>q3</th><th>max</th></tr>"
+                         + "".join(f"<tr><td>{_e(r[1])}</td><td>{_e(r[2])}</td>"
+                                   + "".join(f"<td class=n>{x:.4g}</td>" for x in r[3:]) + "</tr>" for r in dist)
+                         + "</table>")
     flick = _flicker(out)
     parts.append("<h2>Flicker</h2>" + (
         "<table><tr><th>student</th><th>lab</th><th>check</th><th>verdicts</th><th>seeds</th></tr>"

@@ -175,15 +175,18 @@ def server(grading: GradingSession) -> Iterator[Callable[..., Server]]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
     verdict = item.stash.setdefault(VERDICT, {"status": "passed", "feedback": ""})
+    session = getattr(item, "funcargs", {}).get("grading")
+    meta = check_marker(item)
+    if call.when == "call" and isinstance(session, GradingSession) and meta and meta["id"] in session.measured:
+        verdict["metrics"], words = session.measured.pop(meta["id"])
+        verdict["feedback"] = words  # a failure's feedback comes first, the figures after it
     if call.excinfo is None or verdict["status"] != "passed":
         return
     exc = call.excinfo.value
     if isinstance(exc, CheckFailed):
-        verdict.update(status="failed", feedback=exc.feedback)
+        verdict.update(status="failed", feedback="\n".join(x for x in (exc.feedback, verdict["feedback"]) if x))
         if exc.details:
             verdict["details"] = exc.details
-        session = getattr(item, "funcargs", {}).get("grading")
-        meta = check_marker(item)
         if isinstance(session, GradingSession) and meta and not isinstance(exc, NotGraded):
             session.charge_failure(meta["id"], call.duration)  # the grading's budget counts only failed checks
     elif isinstance(exc, GradingEnvironmentError):

@@ -79,6 +79,11 @@ class GradingSession:
         self._never_ready: dict[Path, list[str]] = {}  # build directory -> why each start failed, until one works
         self._was_ready: set[Path] = set()
         self._same_source: dict[Path, Path] = {}  # a rebuild of the submission (a sanitizer's) -> its plain build
+        self.measured: dict[str, tuple[dict[str, float], str]] = {}  # check id -> (metrics, figures in words)
+
+    def measure(self, check_id: str, metrics: dict[str, float], words: str) -> None:
+        """A check's figures, for its `metrics` in the summary and its feedback (passed or failed)."""
+        self.measured[check_id] = (metrics, words)
 
     def charge_failure(self, check_id: str, seconds: float) -> None:
         """A check this submission failed took `seconds`: they count against the grading's budget

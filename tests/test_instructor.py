@@ -794,6 +794,7 @@ def test_batch_equals_one_by_one_and_resumes_after_a_kill(klass: Path, tmp_path:
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ETA" in r.stderr and f"{N}/{N}" in r.stderr  # the progress bar: running count, ETA
     assert "Checks failed, per lab" in r.stdout  # the class's distribution per check
+    assert all(f"Measured in lab {lab}" in r.stdout for lab in CLASS_LABS)  # and of vs-reference's figures
     batch_scores = _scores(full)
     assert set(batch_scores) == set(alone)
     observed = {sub: [v] for sub, v in alone.items()}

@@ -71,7 +71,7 @@ grader.session.GRADING_BUDGET = 1.0
 @pytest.fixture(scope="session")
 def grading():
     s = GradingSession.__new__(GradingSession)  # no sandbox: these checks never build
-    s.failed_seconds, s.failed_checks = 0.0, []
+    s.failed_seconds, s.failed_checks, s.measured = 0.0, [], {}
     def built():
         raise LookupError("would build and start")
     s.built = built

@@ -47,6 +47,7 @@ def grade_reference(lab: str, out: Path) -> tuple[subprocess.CompletedProcess[st
 @pytest.mark.parametrize("lab", catalogue.LABS)
 def test_reference_full_marks_three_times_through_the_cli_with_a_busy_core(
         lab: str, busy_core: subprocess.Popen, tmp_path: Path) -> None:
+    figures: list[dict[str, float]] = []
     with ThreadPoolExecutor(JOBS) as pool:
         runs = list(pool.map(lambda k: grade_reference(lab, tmp_path / f"run{k}"), range(RUNS)))
     assert busy_core.poll() is None  # the load really ran all along
@@ -57,9 +58,15 @@ def test_reference_full_marks_three_times_through_the_cli_with_a_busy_core(
         assert [c["id"] for c in s["checks"]] == [c.id for c in catalogue.checks(lab)]
         assert g["score"] == 100
         assert "total" in r.stdout and "100/100" in r.stdout
+        m = next(c for c in s["checks"] if c["id"] == "vs-reference")["metrics"]  # measured, on a busy machine
+        assert m["reference_seconds"] >= 0.5 and m["submission_lines_per_s"] > 0 and m["slowdown"] < 5
+        assert 0 < m["submission_latency_p50_ms"] <= m["submission_latency_p99_ms"] and m["submission_cpu_s"] > 0
+        figures.append(m)
     seconds = [s["seconds"] for _, s, _ in runs]
     assert max(seconds) < BOUND, seconds
     assert student_processes() == []
     assert [p.describe() for p in probes.descendants(os.getpid()) if not p.zombie and p.pid != busy_core.pid] == []
     print(f"{lab}: {', '.join(f'{x:.1f}' for x in seconds)} s "
-          f"({JOBS} at a time, {os.cpu_count()} cores, one kept busy)")
+          f"({JOBS} at a time, {os.cpu_count()} cores, one kept busy); vs-reference: "
+          + "; ".join(f"{m['submission_lines_per_s']:.0f} lines/s, p99 {m['submission_latency_p99_ms']:.1f} ms, "
+                      f"x{m['slowdown']:.2f}" for m in figures))
