@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import catalogue, deadlines, metrics
+from . import catalogue, deadlines
 from .atomic import write_atomic, write_json
 from .classreport import write_report
 from .errors import ReportError, UsageError
@@ -321,8 +321,6 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     write_report(out / "report.html", ordered)
     hand_over(out, todo_all)
     print_gradebook(ordered)
-    if measured := metrics.table([s for _, s in ordered if s.gradable]):
-        con.print(measured, highlight=False)
     if students is not None:
         say_unmatched(*reconcile(students, [j.student for j in todo_all]), students, "kept, without a name")
     con.print(f"Graded {len(todo)} in {time.monotonic() - t0:.1f} s; results in {shown_path(out)}", highlight=False)

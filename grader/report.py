@@ -209,3 +209,7 @@ def print_gradebook(rows: Sequence[Graded], console: Any = None) -> None:
             if n:
                 d.add_row(lab, cid, f"{n}/{len(graded)}")
     con.print(d)
+    from .metrics import table  # and the distribution of what checks measured (vs-reference's figures)
+
+    if measured := table([s for _, s in rows if s.gradable]):
+        con.print(measured, highlight=False, soft_wrap=True)
