@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--archive", type=Path, action="append", default=[],
                    help="a past term's ROOT (ARCHIVE/<student>/<lab>/), compared too; repeatable")
     m.add_argument("--top", type=int, default=50, help="pairs written to pairs.csv (default 50)")
+    m.add_argument("--graded", type=Path, metavar="RESULTS",
+                   help="compare what batch graded: the commit each summary in RESULTS records (--deadline)")
     h = sub.add_parser("handout", help="write the student bundle: assignments, workspace image, compose file, "
                        "GitHub Classroom workflow (no reference, no hidden checks)")
     h.add_argument("out", type=Path)
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "similarity":
             from .similarity import run_similarity
 
-            return run_similarity(args.root, args.lab, args.out, args.skeleton, args.archive, args.top)
+            return run_similarity(args.root, args.lab, args.out, args.skeleton, args.archive, args.top,
+                                  args.graded)
         if args.command == "export":
             from .roster import export_canvas
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import catalogue
 from .atomic import write_atomic
-from .errors import UsageError
+from .errors import ReportError, UsageError
 
 EXTENSIONS = ["c", "h"]
 NOTE = "labgrade similarity changes no score: a pair is a lead for a person to read, not a verdict"
@@ -111,12 +111,50 @@ def _short(f: str, root: Path) -> str:
         return f
 
 
-def run_similarity(root: Path, lab: str, out: Path, skeleton: Path | None, archives: list[Path], top: int) -> int:
+def as_graded(root: Path, lab: str, results: Path, scratch: Path) -> tuple[Path, list[str]]:
+    """A copy of ROOT's submissions of `lab` as `labgrade batch --deadline` graded them: where a
+    student's summary in RESULTS records a commit, the lab's files at that commit (read from git's
+    objects: the repository is not touched); the working tree otherwise. Returns the copy's root
+    and what was taken from where, one line per student."""
+    import shutil
+
+    from .deadlines import _export, _history
+    from .results import load_summary
+
+    said = []
+    for student, d in submissions(root, lab).items():
+        dest = scratch / student / lab
+        try:
+            commit = load_summary(results / student / f"{lab}.json").commit
+        except ReportError:
+            commit = None  # not graded, or graded before it recorded commits
+        if commit:
+            top, rel, _ = _history(d)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(_export(top, rel, commit, scratch / ".git-export" / student)), str(dest))
+            said.append(f"{student}: commit {commit[:12]}, as graded")
+        else:
+            shutil.copytree(d, dest, symlinks=True)
+            said.append(f"{student}: its working tree (no commit recorded in {results})")
+    shutil.rmtree(scratch / ".git-export", ignore_errors=True)
+    return scratch, said
+
+
+def run_similarity(root: Path, lab: str, out: Path, skeleton: Path | None, archives: list[Path], top: int,
+                   graded: Path | None = None) -> int:
+    import tempfile
+
     from .handout import find_source_root
 
     skel = skeleton or find_source_root(None) / "assignments" / lab
-    pairs = compare(root, lab, out, skeleton=skel, archives=archives, top=top)
-    print(f"Compared {len(submissions(root, lab))} submissions of lab {lab}"
+    with tempfile.TemporaryDirectory(prefix="labgrade-similarity-") as tmp:
+        said: list[str] = []
+        if graded is not None:
+            root, said = as_graded(root, lab, graded, Path(tmp))
+        pairs = compare(root, lab, out, skeleton=skel, archives=archives, top=top)
+    for line in said:
+        print(f"  {line}")
+    print(f"Compared {len(said) or len(submissions(root, lab))} submissions of lab {lab}"
           + (f" and {len(archives)} archive(s)" if archives else "") + f"; skeleton {skel} as boilerplate.")
     for p in pairs[:10]:
         print(f"  {p.similarity:6.1%}  {p.a} ~ {p.b}  ({p.file_a} / {p.file_b}, {p.tokens} shared tokens)")

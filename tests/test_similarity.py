@@ -4,6 +4,7 @@ no pair; a past term's archive is compared too; no score changes, and the comman
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from support import ROOT, copy_lab
+
+from grader.results import Summary
 
 pytestmark = pytest.mark.slow  # copydetect and its report: a few seconds
 
@@ -70,3 +73,37 @@ def test_similarity_refuses_what_it_cannot_compare(tmp_path: Path) -> None:
     r = labgrade("similarity", str(ROOT / "submissions"), "--lab", "select", "--out", str(tmp_path / "o"),
                  "--skeleton", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "no skeleton" in r.stderr
+
+
+def test_graded_compares_the_commit_each_summary_records(term: Path, tmp_path: Path) -> None:
+    """With --graded, a student whose repository moved on after the deadline is compared as graded:
+    carol copied alice, then rewrote her server after the deadline; her graded commit is the copy."""
+    carol = term / "carol"
+    env = {**__import__("os").environ, "GIT_AUTHOR_NAME": "c", "GIT_AUTHOR_EMAIL": "c@x", "GIT_COMMITTER_NAME": "c",
+           "GIT_COMMITTER_EMAIL": "c@x"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(carol), *args], check=True, capture_output=True, text=True,
+                              env=env).stdout.strip()
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "the copy")
+    graded = git("rev-parse", "HEAD")
+    (carol / "select" / "server.c").write_text("int main(void) { return 1; }\n")
+    git("commit", "-qam", "after the deadline")
+    results = tmp_path / "results"
+    (results / "carol").mkdir(parents=True)
+    s = Summary.of_checks(lab="select", submission="carol/select", seconds=1.0, checks=[]).replace(commit=graded)
+    (results / "carol" / "select.json").write_text(json.dumps(s.to_json()))
+
+    def top_pair(*extra: str) -> tuple[str, str, float]:
+        out = tmp_path / f"sim{len(extra)}"
+        r = labgrade("similarity", str(term), "--lab", "select", "--out", str(out), *extra)
+        assert r.returncode == 0, r.stderr
+        rows = [row for row in csv.reader((out / "pairs.csv").open()) if row and not row[0].startswith("#")][1:]
+        return rows[0][1], rows[0][2], float(rows[0][3])
+
+    assert top_pair()[:2] != ("alice", "carol")  # the working tree: her rewrite shares nothing
+    assert top_pair("--graded", str(results)) == ("alice", "carol", pytest.approx(1.0, abs=0.1))
+    assert git("status", "--porcelain") == "" and git("rev-parse", "HEAD") != graded  # her repository untouched
