@@ -39,5 +39,6 @@ def table(summaries: Sequence[Summary], shown: Sequence[str] = SHOWN) -> str:
         rows.sort(key=lambda r: shown.index(r[2]))
         out.append(f"Measured in lab {lab} (n submissions; min, quartiles, max):")
         w = max(len(f"{r[1]} {r[2]}") for r in rows)
-        out += [f"  {f'{r[1]} {r[2]}':<{w}}  n={r[3]:<3} " + "  ".join(f"{x:>9.4g}" for x in r[4:]) for r in rows]
+        out += [f"  {f'{r[1]} {r[2]}':<{w}}  n={r[3]:<3} "
+                + "  ".join(f"{x:>9,.0f}" if abs(x) >= 1000 else f"{x:>9.4g}" for x in r[4:]) for r in rows]
     return "\n".join(out)

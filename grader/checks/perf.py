@@ -173,7 +173,7 @@ def measure(s: Server, *, batches: int | None, limit: float, stall: float | None
     r.total = total or r.batches * BATCH * CLIENTS
     if done:
         r.seconds = r.estimate = el
-    elif r.lines:
+    elif r.lines and not r.lost:  # a round that lost lines has no pace worth the name
         r.estimate = el * r.total / r.lines
     return r
 
