@@ -96,6 +96,7 @@ def test_a_wrong_echo_is_lost_at_once(handler: Handler, lost: str) -> None:
         t0 = time.monotonic()
         r = perf.measure(s, batches=2, limit=10)  # type: ignore[arg-type]
         assert r.seconds is None and lost in r.lost and time.monotonic() - t0 < 3
+        assert r.estimate == math.inf  # no pace, so no slowdown, from a round that lost lines
 
 
 def test_a_round_stops_once_its_pace_is_hopeless() -> None:
@@ -190,7 +191,7 @@ def test_a_lost_line_fails_with_the_figures(monkeypatch: pytest.MonkeyPatch) -> 
     lost = perf.Round(None, lines=10, lost="a line's echo differed from the line", total=1600)
     seen, outcome = run_check(monkeypatch, [1.0], [lost])
     assert isinstance(outcome, CheckFailed) and "differed" in outcome.saw and seen.calls == ["ref", "sub"]
-    assert "vs-reference" in seen.grading.measured
+    assert "vs-reference" in seen.grading.measured and "slowdown" not in seen.grading.measured["vs-reference"][0]
 
 
 def summary(lab: str, student: str, lps: float) -> Summary:
