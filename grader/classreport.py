@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import catalogue
 from .atomic import write_atomic
-from .metrics import distribution
+from .metrics import distribution, readable
 from .results import Summary
 
 Graded = tuple[str, Summary]
@@ -31,11 +31,6 @@ section.student {{ border-top: 2px solid #e2e8f0; margin-top: 2em }} :target {{ 
 
 def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
-
-
-def _n(x: float) -> str:
-    """A measured number as a person reads it: 18,710 rather than 1.871e+04."""
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
 
 
 def anchor(student: str) -> str:
@@ -130,7 +125,7 @@ def render(rows: Sequence[Graded], out: Path) -> str:
             parts.append("<h3>Measured</h3><table><tr><th>check</th><th>metric</th><th>n</th><th>min</th><th>q1</th>"
                          "<th>median</th><th>q3</th><th>max</th></tr>"
                          + "".join(f"<tr><td>{_e(r[1])}</td><td>{_e(r[2])}</td>"
-                                   + "".join(f"<td class=n>{_n(x)}</td>" for x in r[3:]) + "</tr>" for r in dist)
+                                   + "".join(f"<td class=n>{readable(x)}</td>" for x in r[3:]) + "</tr>" for r in dist)
                          + "</table>")
     flick = _flicker(out)
     parts.append("<h2>Flicker</h2>" + (

@@ -12,6 +12,11 @@ from .results import Summary
 SHOWN = ("slowdown", "submission_lines_per_s", "submission_mb_per_s", "submission_latency_p50_ms",
          "submission_latency_p99_ms", "submission_cpu_s")
 
+def readable(x: float) -> str:
+    """A measured number as a person reads it: 18,710 rather than 1.871e+04."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 Row = tuple[str, str, str, int, float, float, float, float, float]  # lab, check, metric, n, min, q1, median, q3, max
 
 
@@ -40,5 +45,5 @@ def table(summaries: Sequence[Summary], shown: Sequence[str] = SHOWN) -> str:
         out.append(f"Measured in lab {lab} (n submissions; min, quartiles, max):")
         w = max(len(f"{r[1]} {r[2]}") for r in rows)
         out += [f"  {f'{r[1]} {r[2]}':<{w}}  n={r[3]:<3} "
-                + "  ".join(f"{x:>9,.0f}" if abs(x) >= 1000 else f"{x:>9.4g}" for x in r[4:]) for r in rows]
+                + "  ".join(f"{readable(x):>9}" for x in r[4:]) for r in rows]
     return "\n".join(out)

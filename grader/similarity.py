@@ -152,9 +152,10 @@ def run_similarity(root: Path, lab: str, out: Path, skeleton: Path | None, archi
         if graded is not None:
             root, said = as_graded(root, lab, graded, Path(tmp))
         pairs = compare(root, lab, out, skeleton=skel, archives=archives, top=top)
+        compared = len(submissions(root, lab))  # while a scratch copy (--graded) still exists
     for line in said:
         print(f"  {line}")
-    print(f"Compared {len(said) or len(submissions(root, lab))} submissions of lab {lab}"
+    print(f"Compared {compared} submissions of lab {lab}"
           + (f" and {len(archives)} archive(s)" if archives else "") + f"; skeleton {skel} as boilerplate.")
     for p in pairs[:10]:
         print(f"  {p.similarity:6.1%}  {p.a} ~ {p.b}  ({p.file_a} / {p.file_b}, {p.tokens} shared tokens)")

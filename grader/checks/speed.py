@@ -18,11 +18,16 @@ MARGIN = 0.5  # the reference's two fastest rounds differ by more than this (a f
 REF_LIMIT = 60.0  # a reference round taking longer: the machine is not fit to grade
 
 
+def _best(rs: list[Round]) -> float:
+    """The best finished round's time; math.inf when none finished."""
+    return min((r.seconds for r in rs if r.seconds is not None), default=math.inf)
+
+
 def _words(sub: list[Round], ref: list[Round]) -> tuple[dict[str, float], str]:
     m = {**figures("submission", sub), **figures("reference", ref)}
     pace = min(r.estimate for r in sub)  # a round stopped early counts at its pace
     if pace < math.inf:
-        m["slowdown"] = round(pace / max(min(r.seconds or math.inf for r in ref), FLOOR), 2)
+        m["slowdown"] = round(pace / max(_best(ref), FLOOR), 2)
     lines = [f"Measured (best round of each; {CLIENTS} clients at once, each keeping {WINDOW} lines in flight "
              f"(the next once the oldest one's echo is back), {ref[0].batches * BATCH} lines per client):"]
     for who, name in (("submission", "your server"), ("reference", "the reference")):
@@ -46,14 +51,11 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
     ref: list[Round] = []
     cut = ""  # what the last stopped round saw
 
-    def best(rs: list[Round]) -> float:
-        return min((r.seconds for r in rs if r.seconds is not None), default=math.inf)
-
     def too_slow() -> bool:
-        return best(sub) / max(best(ref), FLOOR) > RATIO
+        return _best(sub) / max(_best(ref), FLOOR) > RATIO
 
     def borderline() -> bool:  # not clearly slower: within twice the ratio, at the best round's pace
-        return min(r.estimate for r in sub) / max(best(ref), FLOOR) <= 2 * RATIO
+        return min(r.estimate for r in sub) / max(_best(ref), FLOOR) <= 2 * RATIO
 
     def disagree() -> bool:  # the reference's two fastest rounds
         a, b = sorted(r.seconds or math.inf for r in ref)[:2]
@@ -73,10 +75,10 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
         # A round of the submission ends at RATIO times the reference's best so far: past that, this
         # round already counts as too slow (the best only falls), and waiting longer tells nothing.
         # The first lasts at least 1 s: time to prove a server that will never answer (blocked.Watch).
-        limit = max(RATIO * max(best(ref), FLOOR), 1.0 if rounds == 1 else 0.0)
+        limit = max(RATIO * max(_best(ref), FLOOR), 1.0 if rounds == 1 else 0.0)
         s = start()
         got = measure(s, batches=ref[0].batches, limit=limit, stall=PATIENCE, judge=Watch(s),
-                      hopeless=2 * RATIO * max(best(ref), FLOOR))
+                      hopeless=2 * RATIO * max(_best(ref), FLOOR))
         s.stop()
         sub.append(got)
         did = (f"ran {CLIENTS} clients at once on your server and on the reference, alternately, each client sending "
@@ -94,9 +96,9 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
         raise GradingEnvironmentError(
             "the machine is too loaded to measure: the reference's own rounds took "
             + ", ".join(f"{r.seconds:.2f}" for r in ref) + f" s, its two fastest more than {MARGIN:.0%} apart")
-    ref_best = best(ref)
+    ref_best = _best(ref)
     floor = f" (counted as {FLOOR} s, the floor of the comparison)" if ref_best < FLOOR else ""
-    if too_slow() and best(sub) == math.inf:
+    if too_slow() and _best(sub) == math.inf:
         fail(f"{did}, {len(sub)} times each; each round of your server stopped at {RATIO} times the "
              f"reference's best time so far (the first after 1 s at the least), or after 1 s once its pace "
              f"said {2 * RATIO} times",
@@ -106,6 +108,6 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
                   "served one after another")
     if too_slow():
         fail(f"{did}, {len(sub)} times each",
-             f"your server took {best(sub):.2f} s at best, the reference {ref_best:.2f} s{floor}: "
-             f"{best(sub) / max(ref_best, FLOOR):.1f} times slower", rule=rule,
+             f"your server took {_best(sub):.2f} s at best, the reference {ref_best:.2f} s{floor}: "
+             f"{_best(sub) / max(ref_best, FLOOR):.1f} times slower", rule=rule,
              hint="look for sleeps, one-byte reads or writes, or a lock held for a whole connection")
