@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from . import catalogue, deadlines
 from .atomic import write_atomic, write_json
 from .classreport import write_report
 from .errors import ReportError, UsageError
+from .hostpaths import shown_path
 from .ownership import RESULTS_OWNER_ENV, results_owner  # noqa: F401 (batch.X for its callers)
 from .processes import end_process
 from .repeat import flickers, recorded, repeat_path, write_flicker
@@ -144,6 +144,13 @@ def grade_one(job: Job, out: Path, isolation: str, reference_root: Path | None,
         summary = ungradable(lab=job.lab, submission=job.label, seconds=time.monotonic() - t0,
                              reason=reason or f"no valid report: {e}")
     tmp.unlink(missing_ok=True)
+    return record(out, job, run, summary)
+
+
+def record(out: Path, job: Job, run: int, summary: Summary) -> Summary:
+    """Write a grading's summary (and, unless one of --repeat's, its Gradescope results) atomically."""
+    dest = summary_path(out, job) if not run else repeat_path(summary_path(out, job), run)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if not run:
         write_json(dest.parent / f"{job.lab}.results.json", gradescope(summary))
     summary.write(dest)
@@ -205,7 +212,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolation: str = "auto",
               force: bool = False, reference_root: Path | None = None, extra_checks: Path | None = None,
               repeat: int = 1, roster: Path | None = None, deadline: str | None = None,
-              late_days: Path | None = None) -> int:
+              late_days: Path | None = None, swarm: bool = False, fake: float | None = None,
+              swarm_cpus: float = 1.0) -> int:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -232,8 +240,17 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     if extra_checks is not None and isolation == "auto":
         con.print("labgrade: --extra-checks grades with the `local` isolation (the grader image holds only "
                   "the checks built into it)")
-    iso = choose_isolation("local" if extra_checks is not None and isolation == "auto" else isolation)
-    jobs = jobs or os.cpu_count() or 1
+    sw = open_swarm(out, swarm, fake, swarm_cpus, isolation, reference_root, extra_checks, con.print)
+    iso = "docker, on the swarm" if sw else \
+        choose_isolation("local" if extra_checks is not None and isolation == "auto" else isolation)
+    jobs = jobs or (sw.capacity() if sw else os.cpu_count() or 1)
+    stopping = threading.Event()  # set: every grading still running is ended by its own thread
+
+    def grade(j: Job, k: int = 0) -> Summary | None:
+        if sw is None:
+            return grade_one(j, out, iso, reference_root, extra_checks, stopping, k)
+        s = sw.grade(j, stopping)
+        return None if s is None else record(out, j, k, s)
     if repeat < 1:
         raise UsageError(f"--repeat {repeat}: at least 1")
     results: dict[Job, Summary] = {}
@@ -263,7 +280,6 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
 
         con.print(f"local isolation: {local_protection()}", highlight=False)
     t0 = time.monotonic()
-    stopping = threading.Event()  # set: every grading still running is ended by its own thread
     # SIGTERM (a scheduler, `kill`) stops the batch the way Ctrl-C does
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is \
         threading.main_thread() else None
@@ -273,7 +289,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
                       TextColumn("ETA"), TimeRemainingColumn(), console=con, transient=False) as bar:
             task = bar.add_task("grading", total=len(work))
             futures: dict[Future[Summary | None], tuple[Job, int]] = {
-                pool.submit(grade_one, j, out, iso, reference_root, extra_checks, stopping, k): (j, k)
+                pool.submit(grade, j, k): (j, k)
                 for j, k in work}
             for f in as_completed(futures):
                 j, k = futures[f]
@@ -297,6 +313,8 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
         pool.shutdown(wait=False, cancel_futures=True)
         stopping.set()
         pool.shutdown(wait=True)
+        if sw is not None:
+            sw.close()  # no service or secret of the batch is left on the swarm
         left = len(todo_all) - len(results)
         con.print(f"[yellow]Interrupted[/]: {len(results)} of {len(todo_all)} submissions graded; "
                   f"rerun the same command to grade the {left} left.")
@@ -307,9 +325,12 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
             signal.signal(signal.SIGTERM, old_term)
         hand_over(out, todo_all)
     if picks is not None:
-        todo_all = deadlines.finish(picks, results, lambda j: grade_one(j, out, iso, reference_root, extra_checks),
+        todo_all = deadlines.finish(picks, results, grade,
                                     out / "late-days.csv", due, allowances)
         shutil.rmtree(out / ".commits", ignore_errors=True)  # the copies graded: their commits say what they were
+    if sw is not None:
+        sw.close()
+        con.print(sw.report(time.monotonic() - t0), highlight=False)
     ordered = [(j.student, results[j]) for j in todo_all]
     if repeat > 1:
         rows = [r for j in todo_all for r in flickers(j.student, [x for x in load_runs(out, j, repeat) if x])]
@@ -325,6 +346,23 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
         say_unmatched(*reconcile(students, [j.student for j in todo_all]), students, "kept, without a name")
     con.print(f"Graded {len(todo)} in {time.monotonic() - t0:.1f} s; results in {shown_path(out)}", highlight=False)
     return 0 if all(s.gradable for _, s in ordered) else 1
+
+
+def open_swarm(out: Path, swarm: bool, fake: float | None, cpus: float, isolation: str,
+               reference_root: Path | None, extra_checks: Path | None, say: Any) -> Any:
+    """The coordinator of --swarm (grader.swarm), or None without it; refuses what it cannot do."""
+    if not swarm:
+        if fake is not None:
+            raise UsageError("--fake simulates gradings on a swarm: it goes with --swarm")
+        return None
+    if extra_checks is not None or reference_root is not None or isolation not in ("auto", "docker"):
+        raise UsageError("--swarm grades with the grader image's references and checks, in its docker isolation: "
+                         "no --extra-checks, --reference-root or --isolation local")
+    if cpus <= 0:
+        raise UsageError(f"--swarm-cpus {cpus}: more than 0")
+    from .swarm import Swarm
+
+    return Swarm(out=out, fake=fake, cpus=cpus, say=say)
 
 
 def hand_over(out: Path, jobs: Iterable[Job]) -> None:
@@ -343,50 +381,3 @@ def hand_over(out: Path, jobs: Iterable[Job]) -> None:
         with contextlib.suppress(OSError):
             if os.lstat(p).st_uid != owner[0]:
                 os.chown(p, *owner, follow_symlinks=False)
-
-
-def shown_path(p: Path) -> str:
-    """`p` as the user sees it: in a container (`docker compose run --rm grade`), the host's
-    path of the bind mount that holds it, when the engine says."""
-    host = host_path(p)
-    return f"{host} (on the host; {p} in this container)" if host else str(p)
-
-
-def own_container_id() -> str | None:
-    """The id of the container this process runs in, from the engine's bind mounts of
-    /etc/hostname and friends in /proc/self/mountinfo; None outside a container."""
-    if not Path("/.dockerenv").exists():
-        return None
-    try:
-        text = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        return None
-    m = re.search(r"/containers/([0-9a-f]{64})/", text)
-    return m.group(1) if m else None
-
-
-def host_path(path: Path) -> Path | None:
-    """Where `path` of this container is on the engine's host: inside the source of the bind
-    mount that holds it, asked of the engine about this very container. None outside a
-    container, without an engine, or for a path on no bind mount."""
-    cid = own_container_id()
-    if cid is None:
-        return None
-    try:
-        from .isolation import docker as dockeriso
-
-        c = dockeriso.client(timeout=10)
-        try:
-            mounts = c.api.inspect_container(cid).get("Mounts") or []
-        finally:
-            c.close()
-    except Exception:  # only a message depends on it
-        return None
-    p = Path(os.path.abspath(path))
-    found: tuple[Path, Path] | None = None
-    for m in mounts:
-        dest = Path(m.get("Destination") or "/nonexistent")
-        if m.get("Type") == "bind" and m.get("Source") and (p == dest or dest in p.parents) \
-                and (found is None or len(dest.parts) > len(found[0].parts)):
-            found = (dest, Path(m["Source"]))
-    return found[1] / p.relative_to(found[0]) if found else None

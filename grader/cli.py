@@ -49,6 +49,17 @@ def parser() -> argparse.ArgumentParser:
                    "before this time (ISO 8601, e.g. 2026-12-10T23:59; local time without an offset)")
     b.add_argument("--late-days", type=Path, help="with --deadline: CSV of directory,late_days[,extension_days]: "
                    "one pool of whole days per student, spent lab after lab on commits after the deadline")
+    b.add_argument("--swarm", action="store_true", help="grade on the Docker Swarm this engine manages, on its nodes "
+                   "labelled labgrade=grader, each in today's docker isolation (README: Grade on a cluster)")
+    b.add_argument("--swarm-cpus", type=float, default=1.0, help="with --swarm: CPUs reserved per grading on a node "
+                   "(default 1; with the node's memory and 2 GiB a grading, it caps a node's gradings at once)")
+    b.add_argument("--fake", type=float, metavar="SECONDS", help="with --swarm: simulate, every grading a canned "
+                   "summary after SECONDS, through the real Swarm path (to size a cluster)")
+    t = sub.add_parser("swarm-task", help="(run by --swarm in a Swarm task: grade the task's secret on its node)")
+    t.add_argument("lab", choices=labs)
+    t.add_argument("--secret", type=Path, required=True)
+    t.add_argument("--token", required=True)
+    t.add_argument("--fake", type=float)
     e = sub.add_parser("export", help="a batch's results in another system's import format (canvas)")
     e.add_argument("format", choices=["canvas"])
     e.add_argument("results", type=Path, help="a `labgrade batch --out` directory")
@@ -97,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "grade":
             return _grade(args)
+        if args.command == "swarm-task":
+            from .swarm.task import run_task
+
+            return run_task(args.lab, args.secret, args.token, args.fake)
         if args.command == "handout":
             return _handout(args)
         if args.command == "gradescope":
@@ -123,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_batch(root=args.root, out=args.out, labs=_ids(args.labs) or [], jobs=args.jobs,
                          isolation=args.isolation, force=args.force, reference_root=args.reference_root,
                          extra_checks=args.extra_checks, repeat=args.repeat, roster=args.roster,
-                         deadline=args.deadline, late_days=args.late_days)
+                         deadline=args.deadline, late_days=args.late_days, swarm=args.swarm, fake=args.fake,
+                         swarm_cpus=args.swarm_cpus)
     except UsageError as e:
         print(f"labgrade: {e}", file=sys.stderr)
         return EXIT_USAGE

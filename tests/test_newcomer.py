@@ -19,7 +19,7 @@ import pytest
 import yaml
 from support import ROOT
 
-from grader import batch
+from grader import batch, hostpaths
 from grader.errors import IsolationError
 from grader.isolation import docker as dockeriso
 
@@ -167,19 +167,19 @@ def test_the_batch_names_the_host_path_of_its_results(monkeypatch: pytest.Monkey
     mounts = [{"Type": "bind", "Source": "/home/u/labgrade/results", "Destination": "/results"},
               {"Type": "bind", "Source": "/home/u/labgrade/submissions", "Destination": "/submissions"},
               {"Type": "volume", "Source": "/var/lib/docker/volumes/v/_data", "Destination": "/results/deep"}]
-    monkeypatch.setattr(batch, "own_container_id", lambda: "c" * 64)
+    monkeypatch.setattr(hostpaths, "own_container_id", lambda: "c" * 64)
     monkeypatch.setattr(dockeriso, "client", lambda timeout=60: _FakeClient(mounts))
-    assert batch.host_path(Path("/results")) == Path("/home/u/labgrade/results")
-    assert batch.host_path(Path("/results/alice/fork.json")) == Path("/home/u/labgrade/results/alice/fork.json")
-    assert batch.host_path(Path("/resultsx")) is None and batch.host_path(Path("/tmp")) is None
-    assert batch.shown_path(Path("/results")) == "/home/u/labgrade/results (on the host; /results in this container)"
+    assert hostpaths.host_path(Path("/results")) == Path("/home/u/labgrade/results")
+    assert hostpaths.host_path(Path("/results/alice/fork.json")) == Path("/home/u/labgrade/results/alice/fork.json")
+    assert hostpaths.host_path(Path("/resultsx")) is None and hostpaths.host_path(Path("/tmp")) is None
+    assert hostpaths.shown_path(Path("/results")) == "/home/u/labgrade/results (on the host; /results in this container)"
     # outside a container, or when the engine does not answer: the path as it is
-    monkeypatch.setattr(batch, "own_container_id", lambda: None)
-    assert batch.shown_path(Path("/srv/results")) == "/srv/results"
-    monkeypatch.setattr(batch, "own_container_id", lambda: "c" * 64)
+    monkeypatch.setattr(hostpaths, "own_container_id", lambda: None)
+    assert hostpaths.shown_path(Path("/srv/results")) == "/srv/results"
+    monkeypatch.setattr(hostpaths, "own_container_id", lambda: "c" * 64)
 
     def unreachable(timeout: float = 60) -> Any:
         raise IsolationError("cannot reach the Docker engine")
 
     monkeypatch.setattr(dockeriso, "client", unreachable)
-    assert batch.shown_path(Path("/results")) == "/results"
+    assert hostpaths.shown_path(Path("/results")) == "/results"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 def lock_dir() -> Path:
     """The machine's directory of labgrade locks (every user may make one there)."""
-    d = Path(tempfile.gettempdir()) / "labgrade-locks"
+    # $LABGRADE_LOCK_DIR: a Swarm task shares its node's (grader.swarm: the host's /tmp/labgrade-locks)
+    d = Path(os.environ.get("LABGRADE_LOCK_DIR") or Path(tempfile.gettempdir()) / "labgrade-locks")
     d.mkdir(mode=0o1777, exist_ok=True)
     with contextlib.suppress(PermissionError):
         os.chmod(d, 0o1777)
