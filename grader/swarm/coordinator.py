@@ -4,7 +4,7 @@
     summary = sw.grade(job, stopping)        # a valid summary, an ungradable one saying why, or None
     sw.close()                               # removes every service and secret of the batch
 
-A grading is a `replicated-job` service (one task, restart condition none) whose task runs
+A grading is a one-task service (one replica, restart condition none: a job) whose task runs
 `labgrade swarm-task` (grader.swarm.task) on a node labelled `labgrade=grader`, from the same
 image id as the coordinator's grader image; the submission is a secret, the result comes back
 framed in the task's logs (grader.swarm.frames). One thread polls the manager for the tasks and
@@ -66,6 +66,7 @@ class Swarm:
     cpus: float = 1.0
     memory: int = MEMORY
     say: Callable[[str], None] = print
+    log_patience: float = LOG_PATIENCE
     batch: str = ""
     image_id: str = ""
     api_calls: int = 0
@@ -218,7 +219,7 @@ class Swarm:
         return None
 
     def _result(self, a: Attempt, job: Any, state: str, not_graded: Callable[[str], Summary]) -> Summary:
-        deadline = time.monotonic() + LOG_PATIENCE
+        deadline = time.monotonic() + self.log_patience
         errors: tuple[type[BaseException], ...] = (MalformedResult, *library_errors())
         while True:
             try:
@@ -251,9 +252,7 @@ class Swarm:
         self.api_calls += 2
         sec = self._c.api.create_secret(name, payload, labels=labels)
         sec_id = sec["ID"] if isinstance(sec, dict) else sec
-        command = ["labgrade", "swarm-task", job.lab, "--secret", "/run/secrets/submission", "--token", token]
-        if self.fake is not None:
-            command += ["--fake", str(self.fake)]
+        command = self.command(job.lab, token)
         spec = {
             "Name": name, "Labels": labels,
             "TaskTemplate": {
@@ -273,7 +272,10 @@ class Swarm:
                 "Resources": {"Reservations": {"NanoCPUs": int(self.cpus * 1e9), "MemoryBytes": int(self.memory)}},
                 "LogDriver": {"Name": "json-file", "Options": {"max-size": "10m", "max-file": "1"}},
             },
-            "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+            # One replica that is never restarted: a one-task job. Not mode `replicated-job`: on the
+            # engines before Moby 24 (Debian's 20.10) removing such a service leaves its task's
+            # container behind, running or exited (moby/moby#44312, #42789).
+            "Mode": {"Replicated": {"Replicas": 1}},
         }
         api = self._c.api
         try:
@@ -286,6 +288,11 @@ class Swarm:
         with self._lock:
             self._live.add(a.service)
         return a
+
+    def command(self, lab: str, token: str) -> list[str]:
+        """What the task runs (grader.swarm.task), its result framed for `token`."""
+        return ["labgrade", "swarm-task", lab, "--secret", "/run/secrets/submission", "--token", token] + (
+            ["--fake", str(self.fake)] if self.fake is not None else [])
 
     def _remove(self, a: Attempt) -> None:
         with self._lock:

@@ -1,0 +1,244 @@
+"""`labgrade batch --swarm`, for real, on this machine's engine (grader.swarm).
+
+- A one-node swarm (made here only when the engine is not in one, and left only when made here):
+  the demo class graded on it gets the same status and score for every check and the same
+  gradebook.csv as `--isolation docker`; a truncated or forged result is "not graded: malformed
+  result", never a score; nothing of a batch is left after Ctrl-C, or after a SIGKILL of the
+  coordinator and a rerun (which resumes).
+- Three nodes (tests/swarmnodes.py: extra engines on this host): one worker holds another grader
+  image and is named for it; the other dies in the middle of a batch; every submission is graded
+  exactly once, within one grading plus a minute of the death, and every node, engine and file
+  made is removed.
+
+Marked `docker`: they need the engine and the grader image, and fail (never skip) without them.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import swarmnodes
+from support import ROOT, copy_lab
+from test_docker import client, grader_image  # noqa: F401 (fixtures)
+
+from grader import catalogue
+from grader.batch import Job
+from grader.run import provenance
+from grader.schema import validate_summary
+from grader.swarm import LABEL_BATCH, Swarm, encode
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def swarm(client: Any, grader_image: str) -> Iterator[str]:  # noqa: F811
+    """The engine as a one-node swarm whose node grades; as it was afterwards. Yields the manager's id."""
+    made = client.info()["Swarm"].get("LocalNodeState") != "active"
+    if made:
+        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+    manager = client.info()["Swarm"]["NodeID"]
+    before = client.api.inspect_node(manager)["Spec"].get("Labels") or {}
+    swarmnodes.label(client, manager, {**before, "labgrade": "grader"})
+    try:
+        yield manager
+    finally:
+        with contextlib.suppress(Exception):
+            swarmnodes.label(client, manager, before)
+        if made:
+            client.swarm.leave(force=True)
+
+
+def _labgrade(*args: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess[str], float]:
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "grader", *args], capture_output=True, text=True, cwd=ROOT,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    return r, time.monotonic() - t0
+
+
+def _popen(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "grader", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _ours(c: Any) -> list[str]:
+    """Every service, secret and container of any batch on the engine (tests run one at a time)."""
+    flt = {"label": LABEL_BATCH}
+    return ([f"service {s['Spec']['Name']}" for s in c.api.services(filters=flt)]
+            + [f"secret {s['Spec']['Name']}" for s in c.api.secrets(filters=flt)]
+            + [f"container {x.name}" for x in c.containers.list(all=True, filters=flt)]
+            + [f"grading container {x.name}" for x in c.containers.list(all=True,
+                                                                         filters={"label": "labgrade.session"})])
+
+
+def _until(what: Any, timeout: float, step: float = 0.5) -> Any:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        got = what()
+        if got:
+            return got
+        time.sleep(step)
+    return what()
+
+
+def _checks(out: Path) -> dict[str, list[tuple[str, str, int]]]:
+    got = {}
+    for f in sorted(out.glob("*/*.json")):
+        if not f.name.endswith(".results.json"):
+            s = validate_summary(json.loads(f.read_text()))
+            assert s["gradable"], f"{f}: {s.get('error')}"
+            got[f"{f.parent.name}/{f.stem}"] = [(c["id"], c["status"], c["score"]) for c in s["checks"]]
+    return got
+
+
+def _fake_class(root: Path, n: int) -> dict[str, str]:
+    """n tiny submissions of lab fork (a fake grading builds nothing); their provenance hashes."""
+    hashes = {}
+    for i in range(n):
+        d = root / f"s{i:02d}" / "fork"
+        d.mkdir(parents=True)
+        (d / "server.c").write_text(f"int student_{i} = {i};\n")
+        hashes[f"s{i:02d}/fork"] = provenance("fork", d, 0)["submission_sha256"]
+    return hashes
+
+
+# ---------------------------------------------------------------------------------------------
+def test_the_demo_class_on_the_swarm_is_graded_as_in_docker(swarm: str, client: Any,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    docker_out, swarm_out = tmp_path / "docker", tmp_path / "swarm"
+    r, t_docker = _labgrade("batch", str(ROOT / "submissions"), "--out", str(docker_out), "--isolation", "docker",
+                            "--jobs", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r, t_swarm = _labgrade("batch", str(ROOT / "submissions"), "--out", str(swarm_out), "--swarm")
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(f"demo class: --isolation docker {t_docker:.1f} s, --swarm {t_swarm:.1f} s (2 at a time each)")
+    assert "on the swarm" in r.stderr and "swarm: 1 grading node(s)" in r.stderr
+    by_docker, by_swarm = _checks(docker_out), _checks(swarm_out)
+    assert len(by_docker) == 3 * len(catalogue.LABS)
+    assert by_swarm == by_docker
+    assert (swarm_out / "gradebook.csv").read_bytes() == (docker_out / "gradebook.csv").read_bytes()
+    assert _until(lambda: not _ours(client), 30), _ours(client)
+
+
+def test_a_truncated_or_forged_result_is_never_a_score(swarm: str, client: Any, tmp_path: Path) -> None:  # noqa: F811
+    sub = tmp_path / "mallory" / "fork"
+    copy_lab(ROOT / "reference" / "fork", sub, "fork")
+    full = {"lab": "fork", "submission": "", "gradable": True, "score": 100, "max_score": 100, "seconds": 1.0,
+            "checks": [{"id": c.id, "status": "passed", "score": c.points, "max_score": c.points,
+                        "visibility": c.visibility, "feedback": "", "seconds": 0.0} for c in catalogue.checks("fork")]}
+    said: list[str] = []
+    sw = Swarm(out=tmp_path / "out", say=said.append, log_patience=1.0)
+    try:
+        for how in ("truncated", "forged"):
+            def command(lab: str, token: str, how: str = how) -> list[str]:
+                lines = encode({"summary": full}, token)
+                if how == "truncated":
+                    lines = lines[:-2]  # the last piece and the end never came
+                else:  # a header announcing other bytes than those sent
+                    lines[0] = lines[0][:-64] + "f" * 64
+                return ["sh", "-c", "cat <<'EOF'\n" + "\n".join(lines) + "\nEOF\n"]
+
+            sw.command = command  # type: ignore[method-assign]
+            s = sw.grade(Job("mallory", "fork", sub), threading.Event())
+            assert s is not None and not s.gradable and s.score == 0, s
+            assert "not graded: malformed result" in (s.error or ""), s.error
+    finally:
+        sw.close()
+    assert _until(lambda: not _ours(client), 30), _ours(client)
+
+
+def test_nothing_of_a_batch_is_left_after_ctrl_c_or_a_killed_coordinator(swarm: str, client: Any,  # noqa: F811
+                                                                         tmp_path: Path) -> None:
+    # Ctrl-C while a real grading runs in its container on the node
+    real = tmp_path / "real"
+    copy_lab(ROOT / "reference" / "fork", real / "alice" / "fork", "fork")
+    p = _popen("batch", str(real), "--out", str(tmp_path / "out1"), "--swarm")
+    try:
+        assert _until(lambda: client.containers.list(filters={"label": "labgrade.role=grading"}), 60), \
+            "no grading container started"
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, out
+    assert _until(lambda: not _ours(client), 60), _ours(client)
+    assert not (tmp_path / "out1" / "alice" / "fork.json").exists()
+
+    # SIGKILL of the coordinator with gradings under way; the rerun removes what it left and resumes
+    fake = tmp_path / "fake"
+    hashes = _fake_class(fake, 4)
+    cmd = ("batch", str(fake), "--out", str(tmp_path / "out2"), "--swarm", "--swarm-cpus", "0.5")
+    p = _popen(*cmd, "--fake", "60")
+    try:
+        assert _until(lambda: len(client.api.services(filters={"label": LABEL_BATCH})) == 4, 60), \
+            client.api.services(filters={"label": LABEL_BATCH})
+    finally:
+        p.kill()
+        p.communicate()
+    assert len(_ours(client)) >= 8  # its services and secrets (and their tasks' containers) are left
+    r, _ = _labgrade(*cmd, "--fake", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "removed 8 service(s) and secret(s) an earlier run of this batch left" in r.stderr.replace("\n", " ")
+    for sub, sha in hashes.items():
+        s = json.loads((tmp_path / "out2" / f"{sub}.json").read_text())
+        assert s["gradable"] and s["score"] == s["max_score"] and s["submission_sha256"] == sha
+    assert _until(lambda: not _ours(client), 60), _ours(client)
+
+
+def test_three_nodes_one_with_another_image_one_dying_mid_batch(swarm: str, client: Any,  # noqa: F811
+                                                                 grader_image: str, tmp_path: Path) -> None:  # noqa: F811
+    nodes = [swarmnodes.start(client, 2, grader_image),
+             swarmnodes.start(client, 3, grader_image, load="debian:bookworm-slim")]  # another "grader image"
+    try:
+        t0 = time.monotonic()
+        for n in nodes:
+            swarmnodes.wait_ready(client, n)
+            swarmnodes.label(client, n.node_id, {"labgrade": "grader"})
+        print(f"two nodes ready in {time.monotonic() - t0:.0f} s (the grader image copied to one)")
+        live, other = nodes
+        fake_s = 15
+        hashes = _fake_class(tmp_path / "class", 10)
+        out = tmp_path / "out"
+        p = _popen("batch", str(tmp_path / "class"), "--out", str(out), "--swarm", "--fake", str(fake_s))
+        try:
+            assert _until(lambda: any(t["Status"]["State"] == "running"
+                                      for t in client.api.tasks(filters={"node": live.node_id})), 120), \
+                "nothing ran on the live worker"
+            time.sleep(3)
+            t_kill = time.monotonic()
+            swarmnodes.kill(live)
+            text, _ = p.communicate(timeout=fake_s * 10 + 300)
+        finally:
+            p.kill()
+        t_end = time.monotonic()
+        print(f"node killed; the batch ended {t_end - t_kill:.0f} s later\n{text}")
+        assert p.returncode == 0, text
+        flat = re.sub(r"\s+", " ", text)
+        assert f"node vm ({other.node_id[:12]}) grades nothing: it does not hold the grader image" in flat or \
+            f"({other.node_id[:12]}) grades nothing: it does not hold the grader image" in flat, text
+        assert "attempt lost on node" in flat and live.node_id[:12] in flat, text
+        for sub, sha in hashes.items():  # graded once each, its own submission
+            s = json.loads((out / f"{sub}.json").read_text())
+            assert s["gradable"] and s["score"] == s["max_score"] and s["submission_sha256"] == sha, s
+            assert len(re.findall(rf"^\s*{re.escape(sub)}: ", text, re.M)) == 1, text
+        with (out / "gradebook.csv").open() as f:
+            assert len(list(csv.DictReader(f))) == len(hashes)
+        assert t_end - t_kill <= fake_s + 60, t_end - t_kill
+    finally:
+        for n in nodes:
+            swarmnodes.remove(client, n, grader_image)
+    assert swarmnodes.leftovers(client) == []
+    assert _until(lambda: not _ours(client), 60), _ours(client)
