@@ -3,6 +3,12 @@ the feedback, a runtime that cannot run as the machine's fault, and what counts 
 sanitizer off. (Its verdicts on whole servers, both ways and in every lab, are test_verdicts'.)"""
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,6 +74,55 @@ def test_the_feedback_names_the_kind_and_the_students_own_frames(build: Path) ->
     assert "--- memory-report.4242" in memory._full(build) and "asan_malloc_linux" in memory._full(build)
 
 
+def test_the_details_leave_out_the_leakcheck_threads_phantom(build: Path) -> None:
+    warning = "==81==Running thread 80 was not suspended. False leaks are possible.\n\n"
+    (build / f"{memory.LOGS}.77").write_text(warning + LEAK)
+    (build / f"{memory.LOGS}.81").write_text(warning)  # a child whose check found nothing
+    full = memory._full(build)
+    assert "--- memory-report.77" in full and "detected memory leaks" in full
+    assert "memory-report.81" not in full and "not suspended" not in full
+    assert len(memory._reports(build)) == 1
+
+
+# A "server" whose child works (burns CPU, as LeakSanitizer's exit-time check does) or waits (a child that
+# lingers): settle waits for the first past `least`, not for the second.
+WORKS = "import time; t = time.process_time(); exec('while time.process_time() - t < 1.5: pass')"
+WAITS = "import time; time.sleep(30)"
+
+
+def tree(child: str) -> subprocess.Popen[bytes]:
+    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(30)"
+    p = subprocess.Popen([sys.executable, "-c", parent])
+    deadline = time.monotonic() + 5
+    while len(memory.probes.descendants(p.pid)) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return p
+
+
+def test_settle_waits_for_a_child_still_working_past_its_least_wait() -> None:
+    p = tree(WORKS)
+    try:
+        t = time.monotonic()
+        assert memory.settle(p.pid, 1, least=0.3, idle=0.5)
+        assert time.monotonic() - t >= 1.0  # the child's 1.5 s of CPU, not the 0.3 s
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_settle_leaves_a_waiting_child_after_its_least_wait() -> None:
+    p = tree(WAITS)
+    try:
+        t = time.monotonic()
+        assert not memory.settle(p.pid, 1, least=0.3, idle=0.5)
+        assert time.monotonic() - t < 2.0
+    finally:
+        for c in memory.probes.descendants(p.pid):
+            os.kill(c.pid, signal.SIGKILL)
+        p.kill()
+        p.wait()
+
+
 @pytest.mark.parametrize("text", [
     "==1==ERROR: AddressSanitizer failed to allocate 0x10000 (65536) bytes of LargeMmapAllocator (error code: 12)",
     "==1==ReserveShadowMemoryRange failed while trying to map 0xdfff0001000 bytes. Perhaps you're using ulimit -v",
@@ -98,3 +153,28 @@ def test_a_real_report_is_not_taken_for_the_machines_fault(build: Path) -> None:
 ])
 def test_what_switches_a_sanitizer_off(line: bytes, caught: bool) -> None:
     assert bool(memory.TAMPER.search(line)) is caught
+
+
+@pytest.mark.slow
+def test_a_leak_in_every_child_is_reported_by_every_child_on_a_busy_machine(tmp_path: Path) -> None:
+    """ipc/line-copy-leak graded twice at a time with a core kept busy: each grading reads a report from
+    each of the 31 children that logged a line (the one that vanished mid-line logged none), not the
+    few that finished their exit-time check before a fixed wait ran out."""
+    from support import ROOT, copy_lab
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        runs = []
+        for k in range(2):
+            lab = copy_lab(ROOT / "tests/servers/ipc/line-copy-leak", tmp_path / f"s{k}" / "ipc", "ipc")
+            runs.append(subprocess.Popen([sys.executable, "-m", "grader", "grade", "ipc", str(lab), "--quiet",
+                                          "--only", "memory", "--json", str(tmp_path / f"s{k}.json")], cwd=ROOT))
+        for r in runs:
+            r.wait(timeout=300)
+    finally:
+        busy.kill()
+        busy.wait()
+    for k in range(2):
+        check = json.loads((tmp_path / f"s{k}.json").read_text())["checks"][0]
+        assert check["status"] == "failed", check["feedback"]
+        assert "(30 more report(s)" in check["feedback"], check["feedback"]
+        assert "not suspended" not in check["details"]
