@@ -240,7 +240,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
     if extra_checks is not None and isolation == "auto":
         con.print("labgrade: --extra-checks grades with the `local` isolation (the grader image holds only "
                   "the checks built into it)")
-    sw = open_swarm(out, swarm, fake, swarm_cpus, isolation, reference_root, extra_checks, con.print)
+    sw = open_swarm(out, swarm, fake, swarm_cpus, isolation, reference_root, extra_checks, con.print, jobs)
     iso = "docker, on the swarm" if sw else \
         choose_isolation("local" if extra_checks is not None and isolation == "auto" else isolation)
     jobs = jobs or (sw.capacity() if sw else os.cpu_count() or 1)
@@ -349,7 +349,7 @@ def run_batch(*, root: Path, out: Path, labs: list[str], jobs: int = 0, isolatio
 
 
 def open_swarm(out: Path, swarm: bool, fake: float | None, cpus: float, isolation: str,
-               reference_root: Path | None, extra_checks: Path | None, say: Any) -> Any:
+               reference_root: Path | None, extra_checks: Path | None, say: Any, jobs: int) -> Any:
     """The coordinator of --swarm (grader.swarm), or None without it; refuses what it cannot do."""
     if not swarm:
         if fake is not None:
@@ -362,7 +362,7 @@ def open_swarm(out: Path, swarm: bool, fake: float | None, cpus: float, isolatio
         raise UsageError(f"--swarm-cpus {cpus}: more than 0")
     from .swarm import Swarm
 
-    return Swarm(out=out, fake=fake, cpus=cpus, say=say)
+    return Swarm(out=out, fake=fake, cpus=cpus, say=say, limit=max(0, jobs))
 
 
 def hand_over(out: Path, jobs: Iterable[Job]) -> None:

@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("root", type=Path)
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--labs", help=f"comma-separated labs to grade (default: all, {','.join(labs)})")
-    b.add_argument("--jobs", type=int, default=0, help="parallel gradings (default: the number of cores)")
+    b.add_argument("--jobs", type=int, default=0, help="parallel gradings (default: the number of cores; "
+                   "with --swarm, what the grading nodes hold)")
     b.add_argument("--isolation", choices=["local", "docker", "auto"], default="auto")
     b.add_argument("--force", action="store_true", help="regrade submissions already graded")
     b.add_argument("--reference-root", type=Path)

@@ -172,7 +172,8 @@ def test_the_batch_names_the_host_path_of_its_results(monkeypatch: pytest.Monkey
     assert hostpaths.host_path(Path("/results")) == Path("/home/u/labgrade/results")
     assert hostpaths.host_path(Path("/results/alice/fork.json")) == Path("/home/u/labgrade/results/alice/fork.json")
     assert hostpaths.host_path(Path("/resultsx")) is None and hostpaths.host_path(Path("/tmp")) is None
-    assert hostpaths.shown_path(Path("/results")) == "/home/u/labgrade/results (on the host; /results in this container)"
+    assert hostpaths.shown_path(Path("/results")) == \
+        "/home/u/labgrade/results (on the host; /results in this container)"
     # outside a container, or when the engine does not answer: the path as it is
     monkeypatch.setattr(hostpaths, "own_container_id", lambda: None)
     assert hostpaths.shown_path(Path("/srv/results")) == "/srv/results"

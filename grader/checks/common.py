@@ -169,17 +169,18 @@ def check_eof(start: Start) -> None:
                  "also close its copy right after fork, or the connection stays open")
 
 
-def check_concurrency(start: Start, n: int = 8) -> None:
+def check_concurrency(start: Start, n: int = 8, how: str = "") -> None:
+    """`how`: how the server was started, for the feedback (after "connected n clients")."""
     s = start()
     clients = connect_many(s.port, n, judge=Watch(s))
     try:
         down = [i for i, c in enumerate(clients) if not c.connected]
         if down:
-            fail(f"connected {n} clients", f"{len(down)} could not connect: {clients[down[0]].error}; {state(s)}",
+            fail(f"connected {n} clients{how}", f"{len(down)} could not connect: {clients[down[0]].error}; {state(s)}",
                  rule="clients connected at the same time are all served")
         for i in reversed(range(n)):  # the last to connect speaks first
             expect_echo(s, clients[i], random_line(32),
-                        f"connected {n} clients, then sent a line on client {i + 1} (connected "
+                        f"connected {n} clients{how}, then sent a line on client {i + 1} (connected "
                         f"{'last' if i == n - 1 else f'{i + 1}th'}) while all {n} stayed connected",
                         rule="clients connected at the same time are all served while the others stay connected",
                         hint="a server that serves one client until it leaves (or holds a lock for a whole "
@@ -279,7 +280,9 @@ class SharedChecks(NamedTuple):
 def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
                   fd_leak_flood: bool = False,
                   fd_also: Callable[[Server], Sequence[Held]] | None = None,
-                  memory_terminate: bool = False) -> SharedChecks:
+                  memory_terminate: bool = False,
+                  concurrency_env: Callable[[GradingSession], tuple[dict[str, str], str]] | None = None
+                  ) -> SharedChecks:
     """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
     (points and visibility from the catalogue). Every server they start, the reference's too, is
     `./server PORT ARGS...`; `concurrency` connects `concurrent` clients at once; with
@@ -287,7 +290,8 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     (check_fd_leak's flood_reset: in lab select, where the server owns each write's failure);
     `fd-leak` also compares the descriptors of the processes `fd_also` names (check_fd_leak's `also`);
     with `memory_terminate`, `memory` ends its server with SIGTERM (lab ipc: every process then exits,
-    and LeakSanitizer looks at each)."""
+    and LeakSanitizer looks at each); `concurrency_env` gives `concurrency`'s server an environment of
+    its own, with the words that tell the student how it was started (lab thread: latestart.c)."""
 
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
@@ -301,8 +305,9 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     def test_eof(server: Start) -> None:
         check_eof(started(server))
 
-    def test_concurrency(server: Start) -> None:
-        check_concurrency(started(server), concurrent)
+    def test_concurrency(grading: GradingSession, server: Start) -> None:
+        env, how = concurrency_env(grading) if concurrency_env else ({}, "")
+        check_concurrency(functools.partial(started(server), env=env) if env else started(server), concurrent, how)
 
     def test_fd_leak(server: Start) -> None:
         from .fd_leak import check_fd_leak  # it builds on this module

@@ -5,6 +5,7 @@ import re
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 from .. import probes
 from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines, rng
@@ -13,7 +14,7 @@ from ..harness import Server
 from ..output import MiB
 from ..session import GradingSession
 from ..verdict import fail
-from . import common, graded, tsan
+from . import common, graded, preload, tsan
 from .blocked import Watch
 from .common import PATIENCE, Start, served, state, wait_until
 from .slow_reader import Flood
@@ -30,8 +31,20 @@ UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyad
           "gmtime": "gmtime_r", "rand": "rand_r or a per-thread generator"}
 
 
+LATESTART = Path(__file__).with_name("latestart.c")
+LATE = ("each new thread of the server starting late, as a busy machine may start it: once the next thread "
+        "was being created, or once its creator had blocked")
+
+
+def late_start(grading: GradingSession) -> tuple[dict[str, str], str]:
+    """A server whose threads start late (latestart.c, preloaded): a thread that reads main's connfd
+    reads the next client's every time clients arrive together, not when the scheduler happens to
+    run main first. With the words for the feedback."""
+    return {"LD_PRELOAD": str(preload.library(grading, LATESTART, "-pthread", "-ldl"))}, f" ({LATE})"
+
+
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
- test_vs_reference, test_memory) = common.shared_checks(LAB)
+ test_vs_reference, test_memory) = common.shared_checks(LAB, concurrency_env=late_start)
 
 
 def binary_line() -> bytes:
@@ -254,8 +267,8 @@ def test_tsan(grading: GradingSession, server: Start) -> None:
 
 @graded(LAB, "unsafe-calls")
 def test_unsafe_calls(grading: GradingSession, server: Start) -> None:
-    s = server()
-    close_all(served(s, 2, what="a check of absence scores only for a server that serves"))
+    s = server(env=late_start(grading)[0])
+    close_all(served(s, 2, what=f"a check of absence scores only for a server that serves; {LATE}"))
     binary = grading.built().binary
     try:
         r = subprocess.run(["nm", "-D", "--undefined-only", str(binary)], capture_output=True, timeout=30)

@@ -38,12 +38,10 @@ from ..report import ungradable
 from ..results import Summary
 from ..run import GRADE_TIMEOUT
 from .frames import MalformedResult, decode
+from .services import LABEL_BATCH, NODE_LABEL, remove_objects, service_spec
 
-LABEL_BATCH = "labgrade.batch"
-NODE_LABEL = "labgrade=grader"
 SECRET_LIMIT = 500 * 1024  # bytes: the most a Swarm secret holds
 LOST_AFTER = GRADE_TIMEOUT + 120.0  # s running before an attempt counts as lost
-STOP_GRACE_NS = 60_000_000_000  # the task's time to remove its grading container once stopped
 POLL = 1.0  # s between looks at the tasks and nodes
 LOG_PATIENCE = 8.0  # s a finished task's logs are read again until its result is whole
 FINISHED = {"complete", "failed", "shutdown"}
@@ -56,6 +54,7 @@ class Attempt:
     secret: str
     node: str | None = None
     running_since: float | None = None
+    slot: bool = False  # it counts among the gradings under way (grader.swarm.Swarm.gate)
 
 
 @dataclass
@@ -67,6 +66,7 @@ class Swarm:
     memory: int = MEMORY
     say: Callable[[str], None] = print
     log_patience: float = LOG_PATIENCE
+    limit: int = 0  # gradings under way at most (0: as many as the grading nodes hold)
     batch: str = ""
     image_id: str = ""
     api_calls: int = 0
@@ -80,6 +80,8 @@ class Swarm:
         self._tasks: dict[str, dict[str, Any]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
         self._round = 0
+        self._busy = 0  # attempts under way on live nodes
+        self._urgent = 0  # submissions waiting to go again (lost, or refused for the image): they go first
         self._stop = threading.Event()
         try:
             info = self._c.info()
@@ -123,6 +125,33 @@ class Swarm:
                          int(res.get("MemoryBytes", 0) // max(1, self.memory)))
         return max(1, total)
 
+    def gate(self) -> int:
+        """How many attempts may be under way now: the live grading nodes' capacity, at most `limit`.
+        No more are submitted, so that nothing waits in Swarm's queue, where a submission that must
+        go again (its node died) would wait behind the others."""
+        return min(self.capacity(), self.limit) if self.limit else self.capacity()
+
+    def _admit(self, urgent: bool, stopping: threading.Event) -> bool:
+        """Wait for room under `gate` (first come the urgent); False when `stopping` is set meanwhile."""
+        with self._lock:
+            self._urgent += urgent
+            try:
+                while not stopping.is_set():
+                    if self._busy < self.gate() and (urgent or not self._urgent):
+                        self._busy += 1
+                        return True
+                    self._lock.wait(POLL)
+                return False
+            finally:
+                self._urgent -= urgent
+
+    def _release(self, a: Attempt) -> None:
+        with self._lock:
+            if a.slot:
+                a.slot = False
+                self._busy -= 1
+                self._lock.notify_all()
+
     def node_name(self, node: str | None) -> str:
         n = self._nodes.get(node or "", {})
         host = n.get("Description", {}).get("Hostname", "?")
@@ -147,6 +176,7 @@ class Swarm:
         attempts: list[Attempt] = []
         lost: list[str] = []  # the nodes it was lost on, in order
         moved: set[str] = set()  # attempts on a dead node, kept alive but already replaced
+        tries = 0
 
         def lose(node: str | None, why: str) -> Summary | None:
             lost.append(node or "?")
@@ -163,7 +193,14 @@ class Swarm:
                     if not [n for n in self.nodes() if n["ID"] not in away]:
                         return not_graded("not graded: no grading node left to grade it"
                                           + (f" (lost on {self._names(lost)})" if lost else ""))
-                    attempts.append(self._submit(job, payload, sorted(away)))
+                    if not self._admit(bool(tries), stopping):
+                        return None
+                    tries += 1
+                    try:
+                        attempts.append(self._submit(job, payload, sorted(away)))
+                    except BaseException:
+                        self._release(Attempt("", "", "", slot=True))  # never submitted: its room back
+                        raise
                 self._wait_round()
                 down = self._down()
                 for a in list(attempts):
@@ -183,6 +220,7 @@ class Swarm:
                             return gone
                     elif a.node in down and a.token not in moved:
                         moved.add(a.token)  # kept: should its node come back first, its result is as good
+                        self._release(a)  # its room went with its node
                         if gone := lose(a.node, "the node is down"):
                             return gone
         finally:
@@ -252,31 +290,8 @@ class Swarm:
         self.api_calls += 2
         sec = self._c.api.create_secret(name, payload, labels=labels)
         sec_id = sec["ID"] if isinstance(sec, dict) else sec
-        command = self.command(job.lab, token)
-        spec = {
-            "Name": name, "Labels": labels,
-            "TaskTemplate": {
-                "ContainerSpec": {
-                    "Image": self.image_id, "Command": command, "User": "0:0", "Labels": labels,
-                    "Env": [f"LABGRADE_IMAGE={self.image_id}", "LABGRADE_LOCK_DIR=/host-tmp/labgrade-locks"],
-                    # the node's engine (the grading container is made there) and its uid locks
-                    "Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/var/run/docker.sock"},
-                               {"Type": "bind", "Source": "/tmp", "Target": "/host-tmp"}],
-                    "Secrets": [{"SecretID": sec_id, "SecretName": name,
-                                 "File": {"Name": "submission", "UID": "0", "GID": "0", "Mode": 0o400}}],
-                    "StopGracePeriod": STOP_GRACE_NS,
-                },
-                "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
-                "Placement": {"Constraints": [f"node.labels.{NODE_LABEL.replace('=', '==')}"]
-                              + [f"node.id!={n}" for n in away]},
-                "Resources": {"Reservations": {"NanoCPUs": int(self.cpus * 1e9), "MemoryBytes": int(self.memory)}},
-                "LogDriver": {"Name": "json-file", "Options": {"max-size": "10m", "max-file": "1"}},
-            },
-            # One replica that is never restarted: a one-task job. Not mode `replicated-job`: on the
-            # engines before Moby 24 (Debian's 20.10) removing such a service leaves its task's
-            # container behind, running or exited (moby/moby#44312, #42789).
-            "Mode": {"Replicated": {"Replicas": 1}},
-        }
+        spec = service_spec(name=name, labels=labels, image=self.image_id, command=self.command(job.lab, token),
+                            secret=(sec_id, name), cpus=self.cpus, memory=self.memory, away=away)
         api = self._c.api
         try:
             svc = api._result(api._post_json(api._url("/services/create"), data=spec), True)
@@ -284,7 +299,7 @@ class Swarm:
             with contextlib.suppress(Exception):
                 api.remove_secret(sec_id)
             raise
-        a = Attempt(token=token, service=svc["ID"], secret=sec_id)
+        a = Attempt(token=token, service=svc["ID"], secret=sec_id, slot=True)
         with self._lock:
             self._live.add(a.service)
         return a
@@ -295,6 +310,7 @@ class Swarm:
             ["--fake", str(self.fake)] if self.fake is not None else [])
 
     def _remove(self, a: Attempt) -> None:
+        self._release(a)
         with self._lock:
             self._live.discard(a.service)
             self._tasks.pop(a.service, None)
@@ -306,20 +322,7 @@ class Swarm:
                 continue
 
     def _remove_objects(self, services: list[str], secrets_: list[str]) -> None:
-        for s in services:
-            self.api_calls += 1
-            with contextlib.suppress(*library_errors()):
-                self._c.api.remove_service(s)
-        for s in secrets_:
-            for _ in range(20):  # refused while a removed service's tasks still hold it
-                self.api_calls += 1
-                try:
-                    self._c.api.remove_secret(s)
-                    break
-                except library_errors() as e:
-                    if "not found" in str(e).lower():
-                        break
-                    time.sleep(0.25)
+        self.api_calls += remove_objects(self._c.api, services, secrets_)
 
     def cleanup(self) -> int:
         """Remove every service and secret of this batch (left by a killed coordinator, or at the end)."""
