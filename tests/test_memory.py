@@ -135,6 +135,20 @@ def test_a_runtime_that_cannot_run_is_the_machines_fault(build: Path, text: str)
         memory._runtime_failed(build, server)  # type: ignore[arg-type]
 
 
+def test_a_leak_check_cut_short_by_the_servers_own_death_is_not_the_machines_fault(build: Path) -> None:
+    """Two of the server's threads calling exit at once (thread/connfd-race's double close): the first
+    one's exit-time leak check loses the process under it. The check then fails for the server's death."""
+    (build / f"{memory.LOGS}.24014").write_text("==24195==Can't read directory entries from /proc/24014/task.\n"
+                                                "==24014==LeakSanitizer has encountered a fatal error.\n")
+    server = SimpleNamespace(output=SimpleNamespace(text=lambda n: "close: Bad file descriptor\n"))
+    memory._runtime_failed(build, server, died=True)  # type: ignore[arg-type]
+    with pytest.raises(GradingEnvironmentError, match="fatal error"):
+        memory._runtime_failed(build, server)  # type: ignore[arg-type]
+    (build / f"{memory.LOGS}.1").write_text("==1==ReserveShadowMemoryRange failed while trying to map 0xdfff0001000\n")
+    with pytest.raises(GradingEnvironmentError, match="ReserveShadowMemoryRange"):
+        memory._runtime_failed(build, server, died=True)  # type: ignore[arg-type]
+
+
 def test_a_real_report_is_not_taken_for_the_machines_fault(build: Path) -> None:
     (build / f"{memory.LOGS}.4242").write_text(UAF + LEAK)
     server = SimpleNamespace(output=SimpleNamespace(text=lambda n: "server started\n"))

@@ -94,7 +94,7 @@ def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] 
         settle(s.pid, 0, first_too=True)
     # (no wait for reports: a child's is written before it exits, and the children are gone or were
     # waited for while they worked; the first process's before it answers the leak check)
-    _runtime_failed(b.directory, s)
+    _runtime_failed(b.directory, s, died=first_echo and not lived)
     reports = _reports(b.directory)
     if reports:
         kind, where = reports[0]
@@ -251,9 +251,16 @@ def _texts(directory: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _runtime_failed(directory: Path, s: Server) -> None:
+# LeakSanitizer's exit-time check in a process that another of its threads ends meanwhile (two threads
+# calling exit at once: the tracer finds /proc/PID/task gone): the server's own death, not the machine's
+TORN_DOWN = "LeakSanitizer has encountered a fatal error"
+
+
+def _runtime_failed(directory: Path, s: Server, died: bool = False) -> None:
+    """An environment error for a sanitizer runtime that could not run; with `died` (the server ended by
+    itself during the workload), not for a leak check that its own end cut short (TORN_DOWN)."""
     for _, text in [("output", s.output.text(4000)), *_texts(directory)]:
-        m = RUNTIME_FAILED.search(text)
+        m = next((m for m in RUNTIME_FAILED.finditer(text) if not (died and m.group() == TORN_DOWN)), None)
         if m:
             line = next((ln for ln in text.splitlines() if m.group() in ln), m.group())
             raise GradingEnvironmentError("the AddressSanitizer runtime cannot run on this machine: "
