@@ -169,8 +169,9 @@ def check_eof(start: Start) -> None:
                  "also close its copy right after fork, or the connection stays open")
 
 
-def check_concurrency(start: Start, n: int = 8, how: str = "") -> None:
-    """`how`: how the server was started, for the feedback (after "connected n clients")."""
+def check_concurrency(start: Start, n: int = 8, how: str = "", hint: str = "") -> None:
+    """`how`: how the server was started, for the feedback (after "connected n clients"); `hint`: the
+    lab's own words after the hint's."""
     s = start()
     clients = connect_many(s.port, n, judge=Watch(s))
     try:
@@ -184,7 +185,7 @@ def check_concurrency(start: Start, n: int = 8, how: str = "") -> None:
                         f"{'last' if i == n - 1 else f'{i + 1}th'}) while all {n} stayed connected",
                         rule="clients connected at the same time are all served while the others stay connected",
                         hint="a server that serves one client until it leaves (or holds a lock for a whole "
-                        "connection) makes every other client wait")
+                        "connection) makes every other client wait" + hint)
     finally:
         close_all(clients)
 
@@ -281,7 +282,7 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
                   fd_leak_flood: bool = False,
                   fd_also: Callable[[Server], Sequence[Held]] | None = None,
                   memory_terminate: bool = False,
-                  concurrency_env: Callable[[GradingSession], tuple[dict[str, str], str]] | None = None
+                  concurrency_env: Callable[[GradingSession], tuple[dict[str, str], str, str]] | None = None
                   ) -> SharedChecks:
     """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
     (points and visibility from the catalogue). Every server they start, the reference's too, is
@@ -291,7 +292,8 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     `fd-leak` also compares the descriptors of the processes `fd_also` names (check_fd_leak's `also`);
     with `memory_terminate`, `memory` ends its server with SIGTERM (lab ipc: every process then exits,
     and LeakSanitizer looks at each); `concurrency_env` gives `concurrency`'s server an environment of
-    its own, with the words that tell the student how it was started (lab thread: latestart.c)."""
+    its own, with the words that tell the student how it was started and a hint of the lab's (lab thread:
+    latestart.c)."""
 
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
@@ -306,8 +308,9 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
         check_eof(started(server))
 
     def test_concurrency(grading: GradingSession, server: Start) -> None:
-        env, how = concurrency_env(grading) if concurrency_env else ({}, "")
-        check_concurrency(functools.partial(started(server), env=env) if env else started(server), concurrent, how)
+        env, how, hint = concurrency_env(grading) if concurrency_env else ({}, "", "")
+        check_concurrency(functools.partial(started(server), env=env) if env else started(server), concurrent, how,
+                          hint)
 
     def test_fd_leak(server: Start) -> None:
         from .fd_leak import check_fd_leak  # it builds on this module

@@ -36,11 +36,13 @@ LATE = ("each new thread of the server starting late, as a busy machine may star
         "was being created, or once its creator had blocked")
 
 
-def late_start(grading: GradingSession) -> tuple[dict[str, str], str]:
+def late_start(grading: GradingSession) -> tuple[dict[str, str], str, str]:
     """A server whose threads start late (latestart.c, preloaded): a thread that reads main's connfd
     reads the next client's every time clients arrive together, not when the scheduler happens to
-    run main first. With the words for the feedback."""
-    return {"LD_PRELOAD": str(preload.library(grading, LATESTART, "-pthread", "-ldl"))}, f" ({LATE})"
+    run main first. With the words and the hint for `concurrency`'s feedback."""
+    return ({"LD_PRELOAD": str(preload.library(grading, LATESTART, "-pthread", "-ldl"))}, f" ({LATE})",
+            "; threads that serve another client's descriptor leave their own client waiting: give each thread "
+            "its own copy of connfd (by value, or a malloc'd int the thread frees), never &connfd")
 
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
