@@ -118,17 +118,21 @@ def _fake_class(root: Path, n: int) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 def test_the_demo_class_on_the_swarm_is_graded_as_in_docker(swarm: str, client: Any,  # noqa: F811
                                                                tmp_path: Path) -> None:
+    # four gradings at once in both, as the verdicts are graded (a grading keeps half a core busy):
+    # --jobs 4 in docker, and on the swarm half a CPU reserved for each of the node's two
     docker_out, swarm_out = tmp_path / "docker", tmp_path / "swarm"
     r, t_docker = _labgrade("batch", str(ROOT / "submissions"), "--out", str(docker_out), "--isolation", "docker",
-                            "--jobs", "2")
+                            "--jobs", "4")
     assert r.returncode == 0, r.stdout + r.stderr
-    r, t_swarm = _labgrade("batch", str(ROOT / "submissions"), "--out", str(swarm_out), "--swarm")
+    r, t_swarm = _labgrade("batch", str(ROOT / "submissions"), "--out", str(swarm_out), "--swarm",
+                           "--swarm-cpus", "0.5")
     assert r.returncode == 0, r.stdout + r.stderr
-    print(f"demo class: --isolation docker {t_docker:.1f} s, --swarm {t_swarm:.1f} s (2 at a time each)")
+    print(f"demo class: --isolation docker {t_docker:.1f} s, --swarm {t_swarm:.1f} s (4 at a time each)")
     said = re.sub(r"\s+", " ", r.stderr)
-    assert "isolation docker, on the swarm" in said and "swarm: 1 grading node(s)" in said, r.stderr
+    assert "with 4 job(s), isolation docker, on the swarm" in said and "swarm: 1 grading node(s)" in said, r.stderr
     by_docker, by_swarm = _checks(docker_out), _checks(swarm_out)
     assert len(by_docker) == 3 * len(catalogue.LABS)
+    assert not [(sub, c) for sub, cs in by_docker.items() for c in cs if c[1] == "error"]  # the machine's fault
     assert by_swarm == by_docker
     assert (swarm_out / "gradebook.csv").read_bytes() == (docker_out / "gradebook.csv").read_bytes()
     assert _until(lambda: not _ours(client), 30), _ours(client)
