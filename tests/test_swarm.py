@@ -1,10 +1,10 @@
 """`labgrade batch --swarm`, for real, on this machine's engine (grader.swarm).
 
 - A one-node swarm (made here only when the engine is not in one, and left only when made here):
-  the demo class graded on it gets the same status and score for every check and the same
-  gradebook.csv as `--isolation docker`; a truncated or forged result is "not graded: malformed
-  result", never a score; nothing of a batch is left after Ctrl-C, or after a SIGKILL of the
-  coordinator and a rerun (which resumes).
+  the demo class (a lab of each kind, every student of it) graded on it gets the same status and
+  score for every check and the same gradebook.csv as `--isolation docker`; a truncated or
+  forged result is "not graded: malformed result", never a score; nothing of a batch is left
+  after Ctrl-C, or after a SIGKILL of the coordinator and a rerun (which resumes).
 - Three nodes (tests/swarmnodes.py: extra engines on this host): one worker holds another grader
   image and is named for it; the other dies in the middle of a batch; every submission is graded
   exactly once, within one grading plus a minute of the death, and every node, engine and file
@@ -18,6 +18,7 @@ import contextlib
 import csv
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,21 @@ def swarm(client: Any, grader_image: str) -> Iterator[str]:  # noqa: F811
             swarmnodes.label(client, manager, before)
         if made:
             client.swarm.leave(force=True)
+
+
+@pytest.fixture(scope="module")
+def extra_nodes(swarm: str, client: Any, grader_image: str) -> Iterator[list[swarmnodes.Node]]:  # noqa: F811
+    """Nodes 2 (the grader image copied to it) and 3 (another image as labgrade-grader), started
+    now and ready later: the copy takes about a minute, during the tests that do not need them
+    (unlabelled, they grade nothing meanwhile). Removed by the test that uses them, or here."""
+    nodes = [swarmnodes.start(client, 2, grader_image),
+             swarmnodes.start(client, 3, grader_image, load="debian:bookworm-slim")]
+    try:
+        yield nodes
+    finally:
+        for n in nodes:
+            with contextlib.suppress(Exception):
+                swarmnodes.remove(client, n, grader_image)
 
 
 def _labgrade(*args: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -116,22 +132,30 @@ def _fake_class(root: Path, n: int) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Every lab, every student of the demo class (submissions/): a correct alternative design, a skeleton,
+# and the bugs of a thread race and a stack for a queue. The whole class (15) was compared once
+# (issue 15's note: equal, 74 s in docker, 77 s on the swarm, four at a time); the swarm path does
+# not depend on the lab, and each of these servers is also graded by test_verdicts.
+DEMO = ("alice/fork", "alice/ipc", "bob/select", "carol/thread", "carol/pool")
+
+
 def test_the_demo_class_on_the_swarm_is_graded_as_in_docker(swarm: str, client: Any,  # noqa: F811
                                                                tmp_path: Path) -> None:
+    root = tmp_path / "submissions"
+    for sub in DEMO:
+        shutil.copytree(ROOT / "submissions" / sub, root / sub)
     # four gradings at once in both, as the verdicts are graded (a grading keeps half a core busy):
     # --jobs 4 in docker, and on the swarm half a CPU reserved for each of the node's two
     docker_out, swarm_out = tmp_path / "docker", tmp_path / "swarm"
-    r, t_docker = _labgrade("batch", str(ROOT / "submissions"), "--out", str(docker_out), "--isolation", "docker",
-                            "--jobs", "4")
+    r, t_docker = _labgrade("batch", str(root), "--out", str(docker_out), "--isolation", "docker", "--jobs", "4")
     assert r.returncode == 0, r.stdout + r.stderr
-    r, t_swarm = _labgrade("batch", str(ROOT / "submissions"), "--out", str(swarm_out), "--swarm",
-                           "--swarm-cpus", "0.5")
+    r, t_swarm = _labgrade("batch", str(root), "--out", str(swarm_out), "--swarm", "--swarm-cpus", "0.5")
     assert r.returncode == 0, r.stdout + r.stderr
     print(f"demo class: --isolation docker {t_docker:.1f} s, --swarm {t_swarm:.1f} s (4 at a time each)")
     said = re.sub(r"\s+", " ", r.stderr)
     assert "with 4 job(s), isolation docker, on the swarm" in said and "swarm: 1 grading node(s)" in said, r.stderr
     by_docker, by_swarm = _checks(docker_out), _checks(swarm_out)
-    assert len(by_docker) == 3 * len(catalogue.LABS)
+    assert sorted(by_docker) == sorted(DEMO)
     assert not [(sub, c) for sub, cs in by_docker.items() for c in cs if c[1] == "error"]  # the machine's fault
     assert by_swarm == by_docker
     assert (swarm_out / "gradebook.csv").read_bytes() == (docker_out / "gradebook.csv").read_bytes()
@@ -165,8 +189,9 @@ def test_a_truncated_or_forged_result_is_never_a_score(swarm: str, client: Any, 
     assert _until(lambda: not _ours(client), 30), _ours(client)
 
 
-def test_nothing_of_a_batch_is_left_after_ctrl_c_or_a_killed_coordinator(swarm: str, client: Any,  # noqa: F811
-                                                                         tmp_path: Path) -> None:
+def test_nothing_of_a_batch_is_left_after_ctrl_c_or_a_killed_coordinator(
+        swarm: str, client: Any, tmp_path: Path, extra_nodes: list[swarmnodes.Node]) -> None:  # noqa: F811
+    # (extra_nodes: only started here, for the next test)
     # Ctrl-C while a real grading runs in its container on the node
     real = tmp_path / "real"
     copy_lab(ROOT / "reference" / "fork", real / "alice" / "fork", "fork")
@@ -203,16 +228,16 @@ def test_nothing_of_a_batch_is_left_after_ctrl_c_or_a_killed_coordinator(swarm: 
     assert _until(lambda: not _ours(client), 60), _ours(client)
 
 
-def test_three_nodes_one_with_another_image_one_dying_mid_batch(swarm: str, client: Any,  # noqa: F811
-                                                                 grader_image: str, tmp_path: Path) -> None:  # noqa: F811
-    nodes = [swarmnodes.start(client, 2, grader_image),
-             swarmnodes.start(client, 3, grader_image, load="debian:bookworm-slim")]  # another "grader image"
+def test_three_nodes_one_with_another_image_one_dying_mid_batch(
+        swarm: str, client: Any, grader_image: str, tmp_path: Path,  # noqa: F811
+        extra_nodes: list[swarmnodes.Node]) -> None:
+    nodes = extra_nodes  # node 3 holds another "grader image"
     try:
         t0 = time.monotonic()
         for n in nodes:
             swarmnodes.wait_ready(client, n)
             swarmnodes.label(client, n.node_id, {"labgrade": "grader"})
-        print(f"two nodes ready in {time.monotonic() - t0:.0f} s (the grader image copied to one)")
+        print(f"two nodes ready {time.monotonic() - t0:.0f} s into this test (the grader image copied to one)")
         live, other = nodes
         fake_s = 10
         hashes = _fake_class(tmp_path / "class", 8)
