@@ -4,6 +4,7 @@ graded, a node without the image grades nothing, a grading past its time is lost
 gradings are under way than the nodes hold. tests/test_swarm.py does the same for real (docker)."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -308,4 +309,16 @@ def test_a_lost_grading_goes_before_those_still_waiting(monkeypatch: pytest.Monk
     for t, got in runs.values():
         t.join(5)
         assert got and got[0] is not None and got[0].gradable
+    sw.close()
+
+
+def test_a_submission_too_large_for_a_secret_gets_the_too_large_summary(fake: FakeSwarm, tmp_path: Path) -> None:
+    sw = _swarm(tmp_path, [])
+    job = _job(tmp_path)
+    (job.directory / "data.bin").write_bytes(os.urandom(coordinator.SECRET_LIMIT + 1))  # incompressible
+    s = sw.grade(job, threading.Event())
+    assert s is not None and s.gradable and s.score == 0 and s.submission == "alice/fork"
+    build = next(c for c in s.checks if c.id == "build")
+    assert build.status == "failed" and "over the 500 KiB a Swarm secret holds" in build.feedback
+    assert fake.made == 0 and fake.secret_ids == set()  # nothing was sent
     sw.close()
