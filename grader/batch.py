@@ -360,12 +360,9 @@ def open_swarm(out: Path, swarm: bool, fake: float | None, cpus: float, isolatio
                          "no --extra-checks, --reference-root or --isolation local")
     if cpus <= 0:
         raise UsageError(f"--swarm-cpus {cpus}: more than 0")
-    # a fake grading holds no grading container: it reserves what its launcher uses, not 2 GiB
-    from .isolation.docker import MEMORY
     from .swarm import Swarm
 
-    return Swarm(out=out, fake=fake, cpus=cpus, say=say, limit=max(0, jobs),
-                 memory=MEMORY if fake is None else 64 << 20)
+    return Swarm(out=out, fake=fake, cpus=cpus, say=say, limit=max(0, jobs))
 
 
 def hand_over(out: Path, jobs: Iterable[Job]) -> None:

@@ -43,6 +43,7 @@ from .services import LABEL_BATCH, NODE_LABEL, remove_objects, service_spec
 SECRET_LIMIT = 500 * 1024  # bytes: the most a Swarm secret holds
 LOST_AFTER = GRADE_TIMEOUT + 120.0  # s running before an attempt counts as lost
 POLL = 1.0  # s between looks at the tasks and nodes
+FAKE_MEMORY = 64 << 20  # bytes a fake grading reserves: it holds no grading container, only its launcher
 LOG_PATIENCE = 8.0  # s a finished task's logs are read again until its result is whole
 FINISHED = {"complete", "failed", "shutdown"}
 
@@ -63,7 +64,7 @@ class Swarm:
     image: str = DEFAULT_IMAGE
     fake: float | None = None
     cpus: float = 1.0
-    memory: int = MEMORY
+    memory: int = 0  # reserved per grading; 0: a grading container's (a fake grading's launcher: 64 MiB)
     say: Callable[[str], None] = print
     log_patience: float = LOG_PATIENCE
     limit: int = 0  # gradings under way at most (0: as many as the grading nodes hold)
@@ -74,6 +75,7 @@ class Swarm:
     lost_on: dict[str, int] = field(default_factory=dict)     # node id -> attempts lost there
 
     def __post_init__(self) -> None:
+        self.memory = self.memory or (MEMORY if self.fake is None else FAKE_MEMORY)
         self._c = client(timeout=60)
         self._lock = threading.Condition()
         self._live: set[str] = set()
