@@ -24,7 +24,6 @@ from typing import Any
 import docker
 import pytest
 
-from grader import catalogue
 from grader.errors import IsolationError, UsageError
 from grader.isolation import docker as dockeriso
 from grader.schema import validate_summary
@@ -364,30 +363,21 @@ def test_submission_tar_refuses_large_trees_and_keeps_links(tmp_path: Path) -> N
         dockeriso.submission_tar(sub, max_bytes=1000)
 
 
-def test_grade_reference_in_a_container(client: Any, grader_image: str) -> None:
-    session = dockeriso.new_session()
-    t0 = time.monotonic()
-    summary = dockeriso.grade_in_container(lab="fork", submission=ROOT / "reference" / "fork",
-                                           image=grader_image, timeout=600, session=session)
-    seconds = time.monotonic() - t0
+def test_grade_in_a_container_only_the_checks_asked_and_nothing_left(client: Any, grader_image: str) -> None:
+    # A whole grading in a container, every check id without an `error`, is test_verdicts' docker
+    # sample (a correct design of every lab among it); here the API's `only` and `visible_only`.
+    session = dockeriso.new_session()  # other gradings may run on this engine: look at ours only
+    summary = dockeriso.grade_in_container(lab="select", submission=ROOT / "reference" / "select",
+                                           image=grader_image, only=["build", "echo"], visible_only=True,
+                                           session=session)
     validate_summary(summary.to_json())
-    assert summary.lab == "fork" and summary.gradable is True
-    assert [c.id for c in summary.checks] == [c.id for c in catalogue.checks("fork")]
-    # an `error` here is the container's fault (a missing capability, a limit): none allowed
-    errors = {c.id: c.feedback for c in summary.checks if c.status == "error"}
-    assert not errors, errors
+    assert summary.lab == "select" and summary.gradable is True
+    ran = {c.id for c in summary.checks if c.status == "passed"}
+    assert ran == {"build", "echo"}, summary
+    assert not [c for c in summary.checks if c.status == "error"], summary
     mine = {"label": f"{dockeriso.LABEL_SESSION}={session}"}
     assert client.containers.list(all=True, filters=mine) == [], "the grading container was not removed"
     assert client.volumes.list(filters=mine) == [], "the grading volume was not removed"
-    print(f"graded reference/fork in a container in {seconds:.1f} s: {summary.score}/{summary.max_score}")
-
-
-def test_grade_in_container_visible_only_and_only(client: Any, grader_image: str) -> None:
-    summary = dockeriso.grade_in_container(lab="select", submission=ROOT / "reference" / "select",
-                                           image=grader_image, only=["build", "echo"], visible_only=True)
-    validate_summary(summary.to_json())
-    ran = {c.id for c in summary.checks if c.status == "passed"}
-    assert ran == {"build", "echo"}, summary
 
 
 def test_timeout_is_an_isolation_error_and_leaves_nothing(client: Any, grader_image: str) -> None:
