@@ -1,8 +1,12 @@
 /*
  * server.c - lab pool, one bug: pool/alt-condvar (one mutex and two
- * condition variables) with each wait in an `if` instead of a `while` loop:
- * a wake-up that is spurious, or stolen by another thread, goes on as
- * though the count had changed
+ * condition variables) with the main thread's wait for a free slot in an
+ * `if` instead of a `while` loop: a spurious wake-up (POSIX allows them)
+ * goes on as though a slot had freed, and inserts into the full buffer.
+ * (The main thread is the only producer: no other thread can steal its
+ * wake-up, so only a spurious one shows the bug, and every run is alike.
+ * The workers' `if` would also lose stolen wake-ups, by the scheduler's
+ * chance: see expect.json.)
  *
  * WORKERS threads are made before the first accept.  The main thread only
  * accepts and inserts each connected descriptor into a bounded FIFO (sbuf);
@@ -54,7 +58,7 @@ static void sbuf_insert(sbuf_t *sp, int fd)
 static int sbuf_remove(sbuf_t *sp)
 {
     Pthread_mutex_lock(&sp->lock);
-    if (sp->count == 0)                 /* the bug: no re-check */
+    while (sp->count == 0)
         pthread_cond_wait(&sp->not_empty, &sp->lock);
     int fd = sp->buf[sp->front];
     sp->front = (sp->front + 1) % SBUFSIZE;
