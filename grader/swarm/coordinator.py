@@ -312,16 +312,18 @@ class Swarm:
             ["--fake", str(self.fake)] if self.fake is not None else [])
 
     def _remove(self, a: Attempt) -> None:
-        self._release(a)
         with self._lock:
             self._live.discard(a.service)
             self._tasks.pop(a.service, None)
-        for _ in range(2):  # a second Ctrl-C during removal does not leave them behind
-            try:
-                self._remove_objects([a.service], [a.secret])
-                return
-            except KeyboardInterrupt:
-                continue
+        try:
+            for _ in range(2):  # a second Ctrl-C during removal does not leave them behind
+                try:
+                    self._remove_objects([a.service], [a.secret])
+                    return
+                except KeyboardInterrupt:
+                    continue
+        finally:  # its room once its service is gone: never more services than the nodes hold
+            self._release(a)
 
     def _remove_objects(self, services: list[str], secrets_: list[str]) -> None:
         self.api_calls += remove_objects(self._c.api, services, secrets_)
