@@ -9,5 +9,6 @@ if str(ROOT) not in sys.path:  # the tests run from a checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
 # leaks: the autouse fixture that fails a test leaving a process, a container or a held uid lock
-pytest_plugins = ["pytester", "leaks"]
+# verdictlib: the session's gradings of tests/servers (the `verdicts` fixture), shared by modules
+pytest_plugins = ["pytester", "leaks", "verdictlib"]
 
