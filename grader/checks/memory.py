@@ -252,15 +252,16 @@ def _texts(directory: Path) -> list[tuple[str, str]]:
 
 
 # LeakSanitizer's exit-time check in a process that another of its threads ends meanwhile (two threads
-# calling exit at once: the tracer finds /proc/PID/task gone): the server's own death, not the machine's
-TORN_DOWN = "LeakSanitizer has encountered a fatal error"
+# calling exit at once: the tracer finds /proc/PID/task gone, or cannot attach to a thread on its way
+# out, and then adds its hint about ptrace): the server's own death, not the machine's
+TORN_DOWN = ("LeakSanitizer has encountered a fatal error", "LeakSanitizer does not work under ptrace")
 
 
 def _runtime_failed(directory: Path, s: Server, died: bool = False) -> None:
     """An environment error for a sanitizer runtime that could not run; with `died` (the server ended by
     itself during the workload), not for a leak check that its own end cut short (TORN_DOWN)."""
     for _, text in [("output", s.output.text(4000)), *_texts(directory)]:
-        m = next((m for m in RUNTIME_FAILED.finditer(text) if not (died and m.group() == TORN_DOWN)), None)
+        m = next((m for m in RUNTIME_FAILED.finditer(text) if not (died and m.group() in TORN_DOWN)), None)
         if m:
             line = next((ln for ln in text.splitlines() if m.group() in ln), m.group())
             raise GradingEnvironmentError("the AddressSanitizer runtime cannot run on this machine: "
