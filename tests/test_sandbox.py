@@ -138,6 +138,23 @@ def test_a_grading_as_root_has_a_network_of_its_own() -> None:
     print(f"private network: {got['private']}")
 
 
+def test_a_zombies_descriptors_read_as_its_owner_are_none() -> None:
+    """(As root, as every test of the sandbox.) A server that ended meanwhile is a zombie until
+    reaped: its fd directory is no one's to read (not even its own uid's, without CAP_SYS_PTRACE),
+    and it holds no descriptor, which is what the helper's failure then means; not an environment
+    error (ipc/eintr-fatal's fd-leak in CI)."""
+    from grader import probes
+
+    p = subprocess.Popen(["true"], user=UID_BASE + UID_COUNT - 2, group=UID_BASE + UID_COUNT - 2, extra_groups=[])
+    try:
+        deadline = time.monotonic() + 5
+        while not ((q := probes.proc(p.pid)) and q.zombie) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert probes._fd_targets_as_owner(p.pid, PermissionError(13, "denied")) == {}
+    finally:
+        p.wait()
+
+
 def test_fd_links_without_cap_sys_ptrace_are_read_as_the_owner_and_cannot_be_dodged(monkeypatch) -> None:
     """Without CAP_SYS_PTRACE a root grader reads another uid's /proc/PID/fd links from a helper of
     that uid. The submission can signal that helper: killed or stopped by someone else, it is tried
