@@ -134,12 +134,14 @@ def _fake_class(root: Path, n: int) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------
 # A lab of each kind, from test_verdicts' docker sample: three correct alternative designs and the
-# bugs of a thread race and of a blocking write (the demo class's alice/ipc, alice/pool, carol/thread
-# and carol/select are copies of four of them). Their `--isolation docker` gradings are the verdict
-# tests' own (verdictlib: graded once a session, whichever test asks first; for a one-bug server,
-# the checks its expectation names). The whole demo class (15) was compared once (issue 15's note:
-# equal, 74 s in docker, 77 s on the swarm, four at a time); the swarm path does not depend on the lab.
-GUARD = ("fork/alt-sa-restart", "ipc/alt-mqueue", "select/blocking-write", "thread/connfd-race", "pool/alt-condvar")
+# bugs of a leak per client and of a blocking write (the demo class's alice/ipc, alice/pool and
+# carol/select are copies of three of them). Not carol/thread's connfd-race: its race decides some
+# checks outside its expectation by chance, and the two gradings compared are two runs of it. Their
+# `--isolation docker` gradings are the verdict tests' own (verdictlib: graded once a session,
+# whichever test asks first; for a one-bug server, the checks its expectation names). The whole demo
+# class (15) was compared once (issue 15's note: equal, 74 s in docker, 77 s on the swarm, four at a
+# time); the swarm path does not depend on the lab.
+GUARD = ("fork/alt-sa-restart", "ipc/alt-mqueue", "select/blocking-write", "thread/connfdp-leak", "pool/alt-condvar")
 
 
 def test_a_lab_of_each_kind_on_the_swarm_is_graded_as_in_docker(swarm: str, client: Any,  # noqa: F811
