@@ -251,12 +251,24 @@ def _fds_as_owner(pid: int, denied: PermissionError, detail: bool = False) -> di
             if interfered < 5:
                 continue
             raise ProbeInterfered(pid, interfered)
-        p = proc(pid)
-        if p is None or p.zombie:  # it ended meanwhile (a zombie's fd directory is no one's to read): none held
+        if _ending(pid):  # it ended meanwhile (a zombie's fd directory is no one's to read): none held
             return {}
         raise ProbeError(
             f"cannot read /proc/{pid}/fd links ({denied}), not even as uid {uid}: the grader needs CAP_SYS_PTRACE "
             "(docker run --cap-add SYS_PTRACE)") from denied
+
+
+def _ending(pid: int, within: float = 0.5) -> bool:
+    """Whether pid is gone or a zombie, or becomes one within `within` s (a process on its way out has
+    already lost the descriptors and memory that make its fd directory readable)."""
+    deadline = time.monotonic() + within
+    while True:
+        p = proc(pid)
+        if p is None or p.zombie:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _links_as(uid: int, gid: int, pid: int, detail: bool = False,
