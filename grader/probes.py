@@ -262,13 +262,9 @@ def _ending(pid: int, within: float = 0.5) -> bool:
     """Whether pid is gone or a zombie, or becomes one within `within` s (a process on its way out has
     already lost the descriptors and memory that make its fd directory readable)."""
     deadline = time.monotonic() + within
-    while True:
-        p = proc(pid)
-        if p is None or p.zombie:
-            return True
-        if time.monotonic() > deadline:
-            return False
+    while (p := proc(pid)) is not None and not p.zombie and time.monotonic() < deadline:
         time.sleep(0.02)
+    return p is None or p.zombie
 
 
 def _links_as(uid: int, gid: int, pid: int, detail: bool = False,
