@@ -138,7 +138,7 @@ def _fake_class(root: Path, n: int) -> dict[str, str]:
 # carol/select are copies of three of them). Not carol/thread's connfd-race: its race decides some
 # checks outside its expectation by chance, and the two gradings compared are two runs of it. Their
 # `--isolation docker` gradings are the verdict tests' own (verdictlib: graded once a session,
-# whichever test asks first; for a one-bug server, the checks its expectation names). The whole demo
+# whichever test asks first; for a one-bug server, its failures). The whole demo
 # class (15) was compared once (issue 15's note: equal, 74 s in docker, 77 s on the swarm, four at a
 # time); the swarm path does not depend on the lab.
 GUARD = ("fork/alt-sa-restart", "ipc/alt-mqueue", "select/blocking-write", "thread/connfdp-leak", "pool/alt-condvar")
