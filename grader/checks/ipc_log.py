@@ -45,6 +45,13 @@ def client_children(pid: int) -> list[probes.Proc]:
     return [p for p in processes.live_children(pid) if p.pid not in loggers(pid)]
 
 
+def clients_children_ended(s: Server) -> None:
+    """Wait (at most PATIENCE s) until the children of the clients served so far have ended, before more
+    clients come: a server that ends with a child (accept's EINTR fatal: `accept-eintr`) has then ended
+    every time, not only when the signal happened to find it in accept."""
+    wait_until(lambda: not client_children(s.pid), PATIENCE, give_up=lambda: not s.alive())
+
+
 @contextlib.contextmanager
 def logger_stopped(s: Server) -> Iterator[list[int]]:
     """The logger noted at start stopped (SIGSTOP), so nothing empties the channel, and continued

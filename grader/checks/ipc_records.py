@@ -12,7 +12,7 @@ from .common import ECHO_RULE, PATIENCE, Start, state, wait_until
 from .ipc_log import (
     LOG,
     LOG_PATIENCE,
-    client_children,
+    clients_children_ended,
     counts,
     logger_stopped,
     no_log,
@@ -208,9 +208,7 @@ def check_log_intact(start: Start) -> None:
                  f"client {i + 1} did not get its lines back; {state(s)}", rule=ECHO_RULE)
     known = greeted + sent
     judge_intact(s, sent, known, "8 clients sent 3 lines each, byte by byte, all at the same time; then read echo.log")
-    # their children end before more clients come: a server that ends with a child (accept's EINTR fatal:
-    # `accept-eintr`) has then ended every time, not only when the signal found it in accept
-    wait_until(lambda: not client_children(s.pid), PATIENCE, give_up=lambda: not s.alive())
+    clients_children_ended(s)
     # 2. bursts: 16 clients at once, each 4 lines of up to 4096 bytes (one of exactly 4096) in one go
     clients = connect_many(s.port, 16)
     bursts = [[random_line(4096), *random_lines(3, 2000, 4096)] for _ in clients]

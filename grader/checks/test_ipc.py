@@ -31,6 +31,7 @@ from .ipc_log import (
     LOGGER_WAIT,
     LOGGERS,
     client_children,
+    clients_children_ended,
     counts,
     ipc_namespace,
     log_path,
@@ -121,10 +122,7 @@ def check_logger(start: Start) -> None:
         _offsets(s, logger, lines)
     finally:
         close_all(clients)
-    # their children end before more clients come: the logger must outlive them, and a server that ends
-    # with a child (accept's EINTR fatal: `accept-eintr`) has then ended every time, not only when the
-    # signal happened to find it in accept before the next clients came
-    wait_until(lambda: not client_children(s.pid), PATIENCE, give_up=lambda: not s.alive())
+    clients_children_ended(s)  # the logger must outlive them
     for _ in range(2):
         served_again = served(s, 2, what="the logger should outlive them")
         close_all(served_again)
