@@ -10,6 +10,7 @@ the test image does not have: there the workspace is brought up through the engi
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -688,6 +689,17 @@ def _scores(out: Path) -> dict[str, dict[str, Any]]:
     return got
 
 
+def _graded_alone(r: subprocess.CompletedProcess[str], dest: Path) -> str:
+    """Why `labgrade grade ... --json dest` did not exit 0: its stderr, and the feedback of each
+    check of its summary that is an `error` (exit 3), so that a failure says which check and why."""
+    why = r.stderr[-2000:]
+    with contextlib.suppress(OSError, ValueError):
+        s = json.loads(dest.read_text())
+        why += "".join(f"\n{c['id']}: {c['status']}: {c['feedback'][:1500]}" for c in s["checks"]
+                       if c["status"] == "error")
+    return why
+
+
 def _feedback(out: Path, sub: str, ids: set[str]) -> dict[str, str]:
     student, lab = sub.split("/")
     s = json.loads((out / student / f"{lab}.json").read_text())
@@ -709,7 +721,7 @@ def _settle(klass: Path, tmp: Path, observed: dict[str, list[dict[str, Any]]], g
             dest = tmp / f"again-{tries}" / student / f"{lab}.json"
             dest.parent.mkdir(parents=True, exist_ok=True)
             r = _cli("grade", lab, str(klass / student / lab), "--json", str(dest), "--quiet")
-            assert r.returncode == 0, r.stderr
+            assert r.returncode == 0, _graded_alone(r, dest)
             observed[sub].append(_scores(dest.parent.parent)[sub])
         differing = {c for c in value["checks"] if any(value["checks"][c] != o["checks"].get(c)
                                                        for o in observed[sub])}
@@ -786,7 +798,7 @@ def test_batch_equals_one_by_one_and_resumes_after_a_kill(klass: Path, tmp_path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         r = _cli("grade", lab, str(klass / student / lab), "--json", str(dest), "--quiet")
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 0, _graded_alone(r, dest)
         return time.monotonic() - t0
 
     # two lone gradings at a time (each still its own process and sandbox): one at a time, they would

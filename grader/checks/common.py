@@ -202,7 +202,8 @@ def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02,
         time.sleep(step)
 
 
-def check_robust_disconnect(start: Start) -> None:
+def check_robust_disconnect(start: Start, how: str = "", more: str = "") -> None:
+    """`how`: how the server was started, for the feedback; `more`: the lab's own words after the hint's."""
     s = start()
     rule = ("a client that resets its connection, or vanishes mid-line or while the server is writing to it, "
             "never stops the server from serving the others (SIGPIPE and ECONNRESET are handled)")
@@ -210,11 +211,11 @@ def check_robust_disconnect(start: Start) -> None:
         if s.alive():
             return ("the server is still running but did not answer: something blocks it, such as a blocking "
                     "call in a signal handler (waitpid without WNOHANG), a write to a client that no longer reads, "
-                    "or a lock never released")
+                    "or a lock never released" + more)
         return ("ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)) or send with MSG_NOSIGNAL, and treat EPIPE/ECONNRESET "
-                "from read or write as the end of that client only, never as a reason to exit")
+                "from read or write as the end of that client only, never as a reason to exit" + more)
     with Client(s.port) as keeper:
-        expect_echo(s, keeper, random_line(24), "connected a first client and sent a line", rule=ECHO_RULE)
+        expect_echo(s, keeper, random_line(24), f"connected a first client{how} and sent a line", rule=ECHO_RULE)
         scenarios: list[tuple[str, Callable[[], None]]] = []
 
         def mid_line() -> None:
@@ -257,10 +258,10 @@ def check_robust_disconnect(start: Start) -> None:
         for what, act in scenarios:
             act()
             time.sleep(0.1)
-            expect_echo(s, keeper, random_line(24), f"{what}; then the first client sent a line",
+            expect_echo(s, keeper, random_line(24), f"{what}{how}; then the first client sent a line",
                         rule=rule, hint=hint)
             with Client(s.port) as fresh:
-                expect_echo(s, fresh, random_line(24), f"{what}; then a new client connected and sent a line",
+                expect_echo(s, fresh, random_line(24), f"{what}{how}; then a new client connected and sent a line",
                             rule=rule, hint=hint)
 
 
@@ -282,7 +283,7 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
                   fd_leak_flood: bool = False,
                   fd_also: Callable[[Server], Sequence[Held]] | None = None,
                   memory_terminate: bool = False,
-                  concurrency_env: Callable[[GradingSession], tuple[dict[str, str], str, str]] | None = None
+                  race_env: Callable[[GradingSession], tuple[dict[str, str], str, str]] | None = None
                   ) -> SharedChecks:
     """build, echo, eof, concurrency, fd-leak, robust-disconnect, vs-reference, marked for `lab`
     (points and visibility from the catalogue). Every server they start, the reference's too, is
@@ -291,9 +292,14 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     (check_fd_leak's flood_reset: in lab select, where the server owns each write's failure);
     `fd-leak` also compares the descriptors of the processes `fd_also` names (check_fd_leak's `also`);
     with `memory_terminate`, `memory` ends its server with SIGTERM (lab ipc: every process then exits,
-    and LeakSanitizer looks at each); `concurrency_env` gives `concurrency`'s server an environment of
-    its own, with the words that tell the student how it was started and a hint of the lab's (lab thread:
-    latestart.c)."""
+    and LeakSanitizer looks at each); `race_env` gives the server of the checks whose clients come
+    together or close behind each other (`concurrency`, `fd-leak`, `robust-disconnect`) an environment
+    of its own, with the words that tell the student how it was started and a hint of the lab's (lab
+    thread: latestart.c, so that a race between a new thread and its creator shows every time)."""
+
+    def raced(grading: GradingSession, server: Start) -> tuple[Start, str, str]:
+        env, how, hint = race_env(grading) if race_env else ({}, "", "")
+        return (functools.partial(started(server), env=env) if env else started(server)), how, hint
 
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
@@ -308,17 +314,17 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
         check_eof(started(server))
 
     def test_concurrency(grading: GradingSession, server: Start) -> None:
-        env, how, hint = concurrency_env(grading) if concurrency_env else ({}, "", "")
-        check_concurrency(functools.partial(started(server), env=env) if env else started(server), concurrent, how,
-                          hint)
+        start, how, hint = raced(grading, server)
+        check_concurrency(start, concurrent, how, hint)
 
-    def test_fd_leak(server: Start) -> None:
+    def test_fd_leak(grading: GradingSession, server: Start) -> None:
         from .fd_leak import check_fd_leak  # it builds on this module
 
-        check_fd_leak(started(server), fd_also, flood_reset=fd_leak_flood)
+        start, how, _ = raced(grading, server)
+        check_fd_leak(start, fd_also, flood_reset=fd_leak_flood, how=how)
 
-    def test_robust_disconnect(server: Start) -> None:
-        check_robust_disconnect(started(server))
+    def test_robust_disconnect(grading: GradingSession, server: Start) -> None:
+        check_robust_disconnect(*raced(grading, server))
 
     def test_vs_reference(grading: GradingSession, server: Start) -> None:
         from .speed import check_vs_reference  # it builds on this module

@@ -24,11 +24,12 @@ class Held(NamedTuple):
 
 
 def check_fd_leak(start: Start, also: Callable[[Server], Sequence[Held]] | None = None, *,
-                  flood_reset: bool = False) -> None:
+                  flood_reset: bool = False, how: str = "") -> None:
     """The first process's descriptors back to their count once 3 waves of clients have left; and those
     of each process `also` names (asked once the server has started), counted, settled, before the waves
     and after. flood_reset: the first wave has one more client, which sends lines without reading until
-    the server takes no more (it is owed echo), then resets: the server's next write to it fails."""
+    the server takes no more (it is owed echo), then resets: the server's next write to it fails. `how`:
+    how the server was started, for the feedback."""
     s = start()
     pid = s.pid
     base = fd_targets(pid)
@@ -44,7 +45,7 @@ def check_fd_leak(start: Start, also: Callable[[Server], Sequence[Held]] | None 
 
     lingering = False
     unclosed: list[Client] = []  # of the clients that ended their input, those whose connection stayed open
-    waves = ("served 3 waves of 10 clients (each left normally, by reset, or after closing its sending side)"
+    waves = (f"served 3 waves of 10 clients{how} (each left normally, by reset, or after closing its sending side)"
              + ("; in the first, one more client sent MiBs without reading its echo until the server took no "
                 "more, then reset, so that the server's next write to it failed" if flood_reset else ""))
     for wave in range(3):
@@ -54,7 +55,7 @@ def check_fd_leak(start: Start, also: Callable[[Server], Sequence[Held]] | None 
             flooder = Client(s.port)
             Flood().until_owed(s, flooder, limit=32 * 1024 * 1024)
             flooder.reset()
-        clients = served(s, 10, what="a wave of clients, to see whether their descriptors are released")
+        clients = served(s, 10, what=f"a wave of clients, to see whether their descriptors are released{how}")
         ending = []
         for k, c in enumerate(clients):
             if k % 3 == 0:

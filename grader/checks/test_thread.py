@@ -39,14 +39,15 @@ LATE = ("each new thread of the server starting late, as a busy machine may star
 def late_start(grading: GradingSession) -> tuple[dict[str, str], str, str]:
     """A server whose threads start late (latestart.c, preloaded): a thread that reads main's connfd
     reads the next client's every time clients arrive together, not when the scheduler happens to
-    run main first. With the words and the hint for `concurrency`'s feedback."""
+    run main first. With the words and the hint for the feedback of the checks it is used by
+    (`concurrency`, `fd-leak`, `robust-disconnect`, `unsafe-calls`)."""
     return ({"LD_PRELOAD": str(preload.library(grading, LATESTART, "-pthread", "-ldl"))}, f" ({LATE})",
             "; threads that serve another client's descriptor leave their own client waiting: give each thread "
             "its own copy of connfd (by value, or a malloc'd int the thread frees), never &connfd")
 
 
 (test_build, test_echo, test_eof, test_concurrency, test_fd_leak, test_robust_disconnect,
- test_vs_reference, test_memory) = common.shared_checks(LAB, concurrency_env=late_start)
+ test_vs_reference, test_memory) = common.shared_checks(LAB, race_env=late_start)
 
 
 def binary_line() -> bytes:
