@@ -19,6 +19,7 @@ file under a `checks` directory whose path there contains "hidden", the Dockerfi
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -68,6 +69,22 @@ def template(name: str, source_root: Path | None = None) -> str:
         if p.is_file():
             return p.read_text()
     raise UsageError(f"template {TEMPLATES}/{name} not found (install the grader from the course repository)")
+
+
+def tree_sha256(root: Path) -> str:
+    """A digest of a directory tree as a build sees it: every file's path, executable bit and bytes
+    (a link: its target), dotfiles included. Two bundles with the same digest build the same image:
+    .ci/run names the workspace image it built with Compose from a bundle by this digest, and the
+    suite's bundle reuses it when its own has the same (LABGRADE_BUILT_WORKSPACE)."""
+    h = hashlib.sha256()
+    for d, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            f = Path(d) / name
+            body = os.readlink(f).encode() if f.is_symlink() else f.read_bytes()
+            mode = "l" if f.is_symlink() else "x" if os.access(f, os.X_OK) else "-"
+            h.update(f"{f.relative_to(root).as_posix()}\0{mode}\0{len(body)}\0".encode() + body)
+    return h.hexdigest()
 
 
 def is_build_product(p: Path) -> bool:
