@@ -297,12 +297,12 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     of its own, with the words that tell the student how it was started and a hint of the lab's (lab
     thread: latestart.c, so that a race between a new thread and its creator shows every time)."""
 
+    def started(server: Start) -> Start:
+        return functools.partial(server, args=args) if args else server
+
     def raced(grading: GradingSession, server: Start) -> tuple[Start, str, str]:
         env, how, hint = race_env(grading) if race_env else ({}, "", "")
         return (functools.partial(started(server), env=env) if env else started(server)), how, hint
-
-    def started(server: Start) -> Start:
-        return functools.partial(server, args=args) if args else server
 
     def test_build(grading: GradingSession) -> None:
         check_build(grading)
