@@ -258,12 +258,12 @@ class Gradings:
             # gradings only (their student code runs SCHED_IDLE in a cgroup of its own); the other
             # local cases start once those are done. (CI once saw flood-local lose `zombies` so.)
             keep = sorted(k for k in todo if k[1] == "local" and load(HOSTILE / k[0])["max_score"] is None)
-            rest = sorted(todo - set(keep), key=lambda k: (k[1] == "local", k))
+            docker = sorted(k for k in todo if k[1] == "docker")
             with ThreadPoolExecutor(JOBS) as pool:
-                jobs = {k: pool.submit(grade_case, HOSTILE / k[0], k[1], self.work)
-                        for k in keep + [k for k in rest if k[1] == "docker"]}
+                jobs = {k: pool.submit(grade_case, HOSTILE / k[0], k[1], self.work) for k in keep + docker}
                 wait([jobs[k] for k in keep])
-                jobs |= {k: pool.submit(grade_case, HOSTILE / k[0], k[1], self.work) for k in rest if k[1] == "local"}
+                jobs |= {k: pool.submit(grade_case, HOSTILE / k[0], k[1], self.work)
+                         for k in sorted(todo - set(jobs))}
                 for k, f in jobs.items():
                     try:
                         self.cache[k] = f.result()

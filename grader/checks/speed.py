@@ -28,14 +28,19 @@ def _pace(sub: list[Round]) -> float:
     return min(r.estimate for r in sub)
 
 
-def clear(sub: list[Round], ref: list[Round]) -> bool:
-    """Whether the verdict stands however the reference's disagreeing rounds are read: the
-    submission's time against the reference's best stays on the same side of RATIO even off by
-    the factor the reference's two fastest rounds are apart (the machine's noise, both ways)."""
+def _spread(ref: list[Round]) -> float:
+    """The factor the reference's two fastest rounds are apart."""
     a, b = sorted(r.seconds or math.inf for r in ref)[:2]
-    spread = b / a
-    ratio = _pace(sub) / max(a, FLOOR)
-    return ratio * spread <= RATIO or ratio / spread > RATIO
+    return b / a
+
+
+def unsure(sub: list[Round], ref: list[Round]) -> bool:
+    """The machine too loaded to measure: the reference's two fastest rounds more than MARGIN
+    apart, and the verdict not the same however they are read: the submission's time against the
+    reference's best is on both sides of RATIO when off by that factor (noise, both ways)."""
+    spread = _spread(ref)
+    ratio = _pace(sub) / max(_best(ref), FLOOR)
+    return spread > 1 + MARGIN and ratio * spread > RATIO >= ratio / spread
 
 
 def _words(sub: list[Round], ref: list[Round]) -> tuple[dict[str, float], str]:
@@ -72,12 +77,8 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
     def borderline() -> bool:  # not clearly slower: within twice the ratio, at the best round's pace
         return _pace(sub) / max(_best(ref), FLOOR) <= 2 * RATIO
 
-    def disagree() -> bool:  # the reference's two fastest rounds
-        a, b = sorted(r.seconds or math.inf for r in ref)[:2]
-        return b > a * (1 + MARGIN)
-
     for rounds in range(1, 5):  # alternate rounds of the same workload: the machine's noise hits both
-        if rounds > 2 and not (too_slow() and borderline()) and not (disagree() and not clear(sub, ref)):
+        if rounds > 2 and not (too_slow() and borderline()) and not unsure(sub, ref):
             break  # more rounds only when the first two look slow but not far off, or the reference's
             # disagree by enough to change the verdict
         r = start(ref_build, what="the reference server")
@@ -108,7 +109,7 @@ def check_vs_reference(grading: GradingSession, start: Start) -> None:
                 f" (at that pace, the whole would take {got.estimate:.1f} s)" if got.lines else "")
     m, words = _words(sub, ref)
     grading.measure("vs-reference", m, words)
-    if disagree() and not clear(sub, ref):
+    if unsure(sub, ref):
         raise GradingEnvironmentError(
             "the machine is too loaded to measure: the reference's own rounds took "
             + ", ".join(f"{r.seconds:.2f}" for r in ref) + f" s, its two fastest more than {MARGIN:.0%} apart, "
