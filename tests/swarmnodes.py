@@ -137,7 +137,7 @@ def remove(client: Any, node: Node, image: str) -> None:
 
 def leftovers(client: Any) -> list[str]:
     """What nodes of these tests left on the main engine and the host (empty: nothing)."""
-    out = [f"helper {c.name}" for c in client.containers.list(all=True, filters={"label": LABEL})]
+    out = [f"helper {c.name}" for c in client.containers.list(all=True, ignore_removed=True, filters={"label": LABEL})]
     out += [f"volume {v.name}" for v in client.volumes.list(filters={"label": LABEL})]
     out += [f"swarm worker node {x['ID'][:12]}" for x in client.api.nodes() if not x.get("ManagerStatus")]
     return out

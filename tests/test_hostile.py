@@ -105,7 +105,8 @@ def labelled(prefix: str) -> list[str]:
 
     c = dockeriso.client()
     try:
-        names = [ct.name for ct in c.containers.list(all=True, filters={"label": dockeriso.LABEL_SESSION})
+        mine = {"label": dockeriso.LABEL_SESSION}
+        names = [ct.name for ct in c.containers.list(all=True, ignore_removed=True, filters=mine)
                  if ct.labels.get(dockeriso.LABEL_SESSION, "").startswith(prefix)]
         names += [v.name for v in c.volumes.list(filters={"label": dockeriso.LABEL_SESSION})
                   if (v.attrs.get("Labels") or {}).get(dockeriso.LABEL_SESSION, "").startswith(prefix)]

@@ -96,9 +96,9 @@ def _ours(c: Any) -> list[str]:
     flt = {"label": LABEL_BATCH}
     return ([f"service {s['Spec']['Name']}" for s in c.api.services(filters=flt)]
             + [f"secret {s['Spec']['Name']}" for s in c.api.secrets(filters=flt)]
-            + [f"container {x.name}" for x in c.containers.list(all=True, filters=flt)]
-            + [f"grading container {x.name}" for x in c.containers.list(all=True,
-                                                                         filters={"label": "labgrade.session"})])
+            + [f"container {x.name}" for x in c.containers.list(all=True, ignore_removed=True, filters=flt)]
+            + [f"grading container {x.name}" for x in c.containers.list(
+                all=True, ignore_removed=True, filters={"label": "labgrade.session"})])
 
 
 def _until(what: Any, timeout: float, step: float = 0.5) -> Any:
@@ -209,7 +209,8 @@ def test_nothing_of_a_batch_is_left_after_ctrl_c_or_a_killed_coordinator(
     copy_lab(ROOT / "reference" / "fork", real / "alice" / "fork", "fork")
     p = _popen("batch", str(real), "--out", str(tmp_path / "out1"), "--swarm")
     try:
-        assert _until(lambda: client.containers.list(filters={"label": "labgrade.role=grading"}), 60), \
+        grading = {"label": "labgrade.role=grading"}
+        assert _until(lambda: client.containers.list(ignore_removed=True, filters=grading), 60), \
             "no grading container started"
         p.send_signal(signal.SIGINT)
         out, _ = p.communicate(timeout=120)

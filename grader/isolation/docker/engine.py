@@ -193,7 +193,7 @@ def cleanup_stale(session: str | None = None) -> int:
     removed = 0
     label = f"{LABEL_SESSION}={session}" if session else LABEL_SESSION
     try:
-        for ct in c.containers.list(all=True, filters={"label": label}):
+        for ct in c.containers.list(all=True, ignore_removed=True, filters={"label": label}):
             try:
                 ct.remove(force=True, v=True)
                 removed += 1
