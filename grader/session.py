@@ -111,13 +111,14 @@ class GradingSession:
         return b
 
     def tsan_build(self) -> BuildResult:
-        return self._rebuild("submission-tsan", TSAN_FLAGS)
+        return self.rebuild("submission-tsan", TSAN_FLAGS)
 
     def asan_build(self) -> BuildResult:
-        return self._rebuild("submission-asan", ASAN_FLAGS)
+        return self.rebuild("submission-asan", ASAN_FLAGS)
 
-    def _rebuild(self, key: str, flags: dict[str, str]) -> BuildResult:
-        """The submission built again with the grader's CFLAGS and LDFLAGS (a sanitizer)."""
+    def rebuild(self, key: str, flags: dict[str, str]) -> BuildResult:
+        """The submission built again with the grader's CFLAGS and LDFLAGS (a sanitizer, an
+        instrumentation), once per grading under `key`."""
         plain = self.built()
         b = self._build(key, self.submission, flags)
         self._same_source[b.directory] = plain.directory  # it starts as the plain build does: they share a record

@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import probes
 from ..clients import Client, close_all, connect_many, echo_many, random_line, random_lines, rng
 from ..errors import GradingEnvironmentError
-from ..harness import Server
+from ..harness import BuildResult, Server
 from ..output import MiB
 from ..session import GradingSession
 from ..verdict import fail
@@ -32,6 +32,7 @@ UNSAFE = {"inet_ntoa": "inet_ntop", "gethostbyname": "getaddrinfo", "gethostbyad
 
 
 LATESTART = Path(__file__).with_name("latestart.c")
+WIDEN = Path(__file__).with_name("widen.c")
 LATE = ("each new thread of the server starting late, as a busy machine may start it: once the next thread "
         "was being created, or once its creator had blocked")
 
@@ -159,9 +160,23 @@ def test_connfd_race(server: Start) -> None:
                        "&connfd); also look for fewer than 32 workers or a lock held while serving"))
 
 
+def widened(grading: GradingSession) -> tuple[BuildResult | None, str]:
+    """The submission rebuilt with widen.c (its read-modify-writes of globals and its unlocks
+    pause, so a missing lock loses an update every time, not by chance), and the words for it;
+    None when the Makefile would not rebuild with the grader's flags (the plain build is used)."""
+    obj = preload.objfile(grading, WIDEN)
+    b = grading.rebuild("submission-widen", {"CFLAGS": "-g -O1 -fsanitize=thread",
+                                             "LDFLAGS": f"-fno-sanitize=thread {obj}"})
+    if b.ok and b.binary.is_file() and b"labgrade widen" in b.binary.read_bytes():
+        return b, ("rebuilt your server so that a thread pauses inside each read-modify-write of a global "
+                   "variable and after each unlock, as a busy machine may pause it; then ")
+    return None, "ran your server as its Makefile builds it (it would not rebuild with the grader's flags); then "
+
+
 @graded(LAB, "counter")
-def test_counter(server: Start) -> None:
-    s = server()
+def test_counter(grading: GradingSession, server: Start) -> None:
+    b, how = widened(grading)
+    s = server(b, what="the counter's rebuild" if b else "the server")
     # A slow reader first: it sends lines without reading their echo until the server stops taking
     # them (its thread is then blocked writing the echo), and stays connected while the 16 clients
     # are served: a thread that writes while holding the count's lock makes every other thread wait.
@@ -179,9 +194,10 @@ def test_counter(server: Start) -> None:
         if got != data:
             bad = [i for i, (g, d) in enumerate(zip(got, data, strict=True)) if g != d]
             why = clients[bad[0]].error or "waited 10 s"
-            fail(f"a first client sent {flooded / MiB:.1f} MiB of {SLOW_LINE}-byte lines without reading its echo, "
-                 "until the server took no more, and stayed connected; then 16 clients at once each sent 30 lines "
-                 "(one of them holding NUL bytes and bytes >= 0x80); the grader waits up to 10 s for all the echo, "
+            fail(f"{how}a first client sent {flooded / MiB:.1f} MiB of {SLOW_LINE}-byte lines without reading its "
+                 "echo, until the server took no more, and stayed connected; then 16 clients at once each sent 30 "
+                 "lines (one of them holding NUL bytes and bytes >= 0x80); the grader waits up to 10 s for all the "
+                 "echo, "
                  f"as long as some comes back at least every {PATIENCE:.0f} s",
                  f"{len(bad)} of them did not get their echo back (client {bad[0] + 1}: {why}); {state(s)}",
                  rule="every byte a client sends comes back; holding the lock is kept short",
@@ -195,8 +211,8 @@ def test_counter(server: Start) -> None:
         close_all(clients)
     lengths = [len(line) for p in payloads for line in p]
     total = sum(lengths)
-    did = (f"a first client sent {flooded / MiB:.1f} MiB of {SLOW_LINE}-byte lines without reading; then 16 clients "
-           "at once each sent 30 lines of 1-200 bytes, one of them holding NUL bytes and bytes >= 0x80 "
+    did = (f"{how}a first client sent {flooded / MiB:.1f} MiB of {SLOW_LINE}-byte lines without reading; then 16 "
+           "clients at once each sent 30 lines of 1-200 bytes, one of them holding NUL bytes and bytes >= 0x80 "
            f"({len(lengths)} lines, {total} bytes in all); "
            "then read every `server received N (T total) bytes on fd F` line the server printed")
     rule = ("after it echoes a line the server prints exactly `server received N (T total) bytes on fd F`, "
