@@ -295,7 +295,8 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     and LeakSanitizer looks at each); `race_env` gives the server of the checks whose clients come
     together or close behind each other (`concurrency`, `fd-leak`, `robust-disconnect`) an environment
     of its own, with the words that tell the student how it was started and a hint of the lab's (lab
-    thread: latestart.c, so that a race between a new thread and its creator shows every time)."""
+    thread: latestart.c, so that a race between a new thread and its creator shows every time);
+    `memory` preloads its library too (a server that such a race kills dies every time there)."""
 
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
@@ -334,7 +335,9 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     def test_memory(grading: GradingSession, server: Start) -> None:
         from .memory import check_memory  # it builds on this module
 
-        check_memory(grading, server, args=args, terminate=memory_terminate)
+        env, how, _ = race_env(grading) if race_env else ({}, "", "")
+        check_memory(grading, server, args=args, terminate=memory_terminate, preload_also=env.get("LD_PRELOAD", ""),
+                     how=how)
 
     return SharedChecks(
         graded(lab, "build")(test_build), graded(lab, "echo")(test_echo), graded(lab, "eof")(test_eof),

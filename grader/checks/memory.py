@@ -44,7 +44,7 @@ SHORT = 20   # short connections one after another, before the leak check: a lea
 CONNECTIONS = 4 + 8 + SHORT  # all the workload makes: a leak per client shows as a multiple of it
 LOGS = "memory-report"
 
-DID = (f"rebuilt your lab with `{MAKE}` and started it; one client sent 5 lines in one segment, a line byte by "
+DID = (f"rebuilt your lab with `{MAKE}` and started it{{how}}; one client sent 5 lines in one segment, a line byte by "
        "byte, a line of every byte value and an 8 KiB line; one sent 2 lines and a partial one, then ended its "
        "input; two reset (mid-line, and while owed echo); 8 clients echoed at once; {short} clients connected one "
        "after another{then}; then LeakSanitizer looked for memory no pointer reaches")
@@ -60,9 +60,13 @@ RUNTIME_FAILED = re.compile(r"AddressSanitizer:? (?:CHECK failed|failed to alloc
 FRAME = re.compile(r"#\d+ 0x[0-9a-f]+ in (\S+) (\S+?):(\d+)")
 
 
-def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] = (), terminate: bool = False) -> None:
+def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] = (), terminate: bool = False,
+                 preload_also: str = "", how: str = "") -> None:
+    """`preload_also`: a library preloaded beside the leak check's (lab thread: latestart.so, so
+    that a server that dies of a race between a new thread and its creator dies every time), and
+    `how` the words for it."""
     b = grading.asan_build()
-    did = DID.format(short=SHORT, then=", then the server was sent SIGTERM" if terminate else "")
+    did = DID.format(short=SHORT, then=", then the server was sent SIGTERM" if terminate else "", how=how)
     if not b.ok:
         toolchain_works(grading, "-fsanitize=address,undefined")
         fail(f"rebuilt your lab with `{MAKE}`", f"{b.problem}:\n{b.output.strip()}",
@@ -82,7 +86,7 @@ def check_memory(grading: GradingSession, server: Start, *, args: Sequence[str] 
                            "max_malloc_fill_size=16777216:malloc_fill_byte=190",
            "LSAN_OPTIONS": f"{opts}:max_leaks=8:report_objects=0",
            "UBSAN_OPTIONS": f"{opts}:print_stacktrace=1:halt_on_error=0:report_error_type=1",
-           "LD_PRELOAD": str(preload.library(grading, LEAKCHECK, "-pthread")),
+           "LD_PRELOAD": ":".join(filter(None, (str(preload.library(grading, LEAKCHECK, "-pthread")), preload_also))),
            "LABGRADE_LEAKCHECK_FIFO": str(fifo)}
     s = server(b, sanitized=True, env=env, args=args, what="the AddressSanitizer build")
     _runtime_failed(b.directory, s)
