@@ -1,8 +1,8 @@
 /*
  * latestart.c - preloaded by lab thread's checks whose clients come at once or close behind each
- * other (`concurrency`, `fd-leak`, `robust-disconnect`, `thread-per-client`, `unsafe-calls`): each
- * thread the server creates starts its routine late, as a busy machine may start it, so that a race
- * between a new thread and the code that created it shows every time.
+ * other (`concurrency`, `fd-leak`, `robust-disconnect`, `thread-per-client`, `unsafe-calls`,
+ * `memory`): each thread the server creates starts its routine late, as a busy machine may start
+ * it, so that a race between a new thread and the code that created it shows every time.
  *
  * The classic one: main passes &connfd to the thread, goes back to accept, and the next client's
  * descriptor overwrites connfd before the thread has read it. Whether the thread reads first is the

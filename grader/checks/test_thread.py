@@ -41,7 +41,7 @@ def late_start(grading: GradingSession) -> tuple[dict[str, str], str, str]:
     """A server whose threads start late (latestart.c, preloaded): a thread that reads main's connfd
     reads the next client's every time clients arrive together, not when the scheduler happens to
     run main first. With the words and the hint for the feedback of the checks it is used by
-    (`concurrency`, `fd-leak`, `robust-disconnect`, `thread-per-client`, `unsafe-calls`)."""
+    (`concurrency`, `fd-leak`, `robust-disconnect`, `thread-per-client`, `unsafe-calls`, `memory`)."""
     return ({"LD_PRELOAD": str(preload.library(grading, LATESTART, "-pthread", "-ldl"))}, f" ({LATE})",
             "; threads that serve another client's descriptor leave their own client waiting: give each thread "
             "its own copy of connfd (by value, or a malloc'd int the thread frees), never &connfd")
