@@ -301,8 +301,11 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     def started(server: Start) -> Start:
         return functools.partial(server, args=args) if args else server
 
+    def race(grading: GradingSession) -> tuple[dict[str, str], str, str]:
+        return race_env(grading) if race_env else ({}, "", "")
+
     def raced(grading: GradingSession, server: Start) -> tuple[Start, str, str]:
-        env, how, hint = race_env(grading) if race_env else ({}, "", "")
+        env, how, hint = race(grading)
         return (functools.partial(started(server), env=env) if env else started(server)), how, hint
 
     def test_build(grading: GradingSession) -> None:
@@ -335,7 +338,7 @@ def shared_checks(lab: str, *, args: Sequence[str] = (), concurrent: int = 8,
     def test_memory(grading: GradingSession, server: Start) -> None:
         from .memory import check_memory  # it builds on this module
 
-        env, how, _ = race_env(grading) if race_env else ({}, "", "")
+        env, how, _ = race(grading)
         check_memory(grading, server, args=args, terminate=memory_terminate, preload_also=env.get("LD_PRELOAD", ""),
                      how=how)
 

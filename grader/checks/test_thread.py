@@ -197,8 +197,7 @@ def test_counter(grading: GradingSession, server: Start) -> None:
             fail(f"{how}a first client sent {flooded / MiB:.1f} MiB of {SLOW_LINE}-byte lines without reading its "
                  "echo, until the server took no more, and stayed connected; then 16 clients at once each sent 30 "
                  "lines (one of them holding NUL bytes and bytes >= 0x80); the grader waits up to 10 s for all the "
-                 "echo, "
-                 f"as long as some comes back at least every {PATIENCE:.0f} s",
+                 f"echo, as long as some comes back at least every {PATIENCE:.0f} s",
                  f"{len(bad)} of them did not get their echo back (client {bad[0] + 1}: {why}); {state(s)}",
                  rule="every byte a client sends comes back; holding the lock is kept short",
                  hint="make `echo` and `concurrency` pass first. Then: a thread must not hold the count's lock "
